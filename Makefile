@@ -10,7 +10,7 @@ export RAY_AUTH_MODE := disabled
 # The pip config of some hosts lists extra indexes that may not exist: keep the noise out.
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: install run test test-all lint bench bench-large load tiny-models models system-test-deps clean
+.PHONY: install run test test-all lint bench bench-full load load-report tiny-models models system-test-deps clean
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,13 @@ tiny-models: install
 
 models: install
 	$(PY) -m serve_app.models download paraformer-zh fsmn-vad ct-punc
+
+LOAD_ARGS ?= --max-users 16 --step-users 0 --step-time 60
+load: install system-test-deps
+	$(PY) -m load.capacity --host http://127.0.0.1:8000 $(LOAD_ARGS) --out results/load
+
+load-report: install
+	$(PY) -m load.report results/load
 
 clean:
 	rm -rf $(VENV) models/tiny results .pytest_cache

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     hub_timeout_s: float = 5.0
     """Seconds to wait for the model hub to answer before declaring it unreachable."""
 
+    hub_host: str = "www.modelscope.cn"
+    """Host probed (TCP 443, or ``hub_port``) before any download, to fail fast offline."""
+
+    hub_port: int = 443
+
 
 class AsrArgs(BaseModel):
     """Which ASR engine and model serve requests."""

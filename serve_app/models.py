@@ -26,8 +26,6 @@ from pathlib import Path
 from serve_app.config import Settings
 from serve_app.errors import ModelUnavailable
 
-MODELSCOPE_HOST = "www.modelscope.cn"
-
 # FunASR's short names → ModelScope ids (the ids FunASR itself uses for these names).
 HUB_IDS: dict[str, str] = {
     "paraformer-zh": "iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-common-vocab8404-pytorch",
@@ -60,9 +58,9 @@ EMBEDDED: dict[str, Callable[[], Path]] = {
 }
 
 
-def hub_reachable(timeout_s: float) -> bool:
+def hub_reachable(settings: Settings) -> bool:
     try:
-        with socket.create_connection((MODELSCOPE_HOST, 443), timeout=timeout_s):
+        with socket.create_connection((settings.hub_host, settings.hub_port), timeout=settings.hub_timeout_s):
             return True
     except OSError:
         return False
@@ -101,9 +99,9 @@ def resolve(spec: str, settings: Settings | None = None) -> Path:
 
 def download(spec: str, settings: Settings) -> Path:
     """Fetch ``spec`` from ModelScope into ``model_dir``; fail fast when the hub is unreachable."""
-    if not hub_reachable(settings.hub_timeout_s):
+    if not hub_reachable(settings):
         raise ModelUnavailable(
-            f"cannot reach {MODELSCOPE_HOST} within {settings.hub_timeout_s:.0f} s to download {spec!r}; "
+            f"cannot reach {settings.hub_host} within {settings.hub_timeout_s:.0f} s to download {spec!r}; "
             f"this host looks offline — copy the model directory to {settings.model_dir / hub_id(spec)} instead"
         )
     from modelscope.hub.snapshot_download import snapshot_download

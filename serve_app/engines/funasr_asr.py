@@ -46,13 +46,27 @@ def zero_padded_frames(encode: Callable[..., Any]) -> Callable[..., Any]:
     return encode_masked
 
 
-def _words(text: str, stamps: list[list[float]] | None, offset_s: float = 0.0) -> list[Word]:
-    if not stamps:
-        return []
-    tokens = text.split() if " " in text.strip() else [c for c in text if not c.isspace()]
+def _is_latin(token: str) -> bool:
+    return token.isascii() and any(c.isalnum() for c in token)
+
+
+def join_tokens(tokens: list[str]) -> str:
+    """FunASR's text rule: a space only between two Latin words, none around CJK characters."""
+    out = ""
+    for i, t in enumerate(tokens):
+        out += (" " if i and _is_latin(t) and _is_latin(tokens[i - 1]) else "") + t
+    return out
+
+
+def _text_and_words(text: str, stamps: list[list[float]] | None, words: bool) -> tuple[str, list[Word]]:
+    """With timestamps FunASR returns one space-separated token per stamp; without, joined
+    text. Return the joined text either way, and the tokens as words when they line up."""
+    if not words or not stamps:
+        return text, []
+    tokens = text.split()
     if len(tokens) != len(stamps):
-        return []
-    return [Word(start_s=offset_s + b / 1000, end_s=offset_s + e / 1000, word=t) for t, (b, e) in zip(tokens, stamps, strict=True)]
+        return join_tokens(tokens), []
+    return join_tokens(tokens), [Word(start_s=b / 1000, end_s=e / 1000, word=t) for t, (b, e) in zip(tokens, stamps, strict=True)]
 
 
 class FunasrAsr:
@@ -84,11 +98,11 @@ class FunasrAsr:
         by_key = {r["key"]: r for r in results}
         if len(results) != len(audios) or set(by_key) != set(keys):
             raise InternalError(f"{self.name} returned {len(results)} results for a batch of {len(audios)}")
-        texts = [_TAG.sub("", str(by_key[k].get("text", ""))).strip() for k in keys]
-        return [
-            AsrResult(text=t, words=_words(t, by_key[k].get("timestamp")) if words else [])
-            for k, t in zip(keys, texts, strict=True)
-        ]
+        out = []
+        for k in keys:
+            text, ws = _text_and_words(_TAG.sub("", str(by_key[k].get("text", ""))).strip(), by_key[k].get("timestamp"), words)
+            out.append(AsrResult(text=text, words=ws))
+        return out
 
     def transcribe_batch(self, audios: Sequence[np.ndarray], options: Sequence[AsrOptions]) -> list[AsrResult]:
         if not audios:

@@ -24,5 +24,7 @@ class CtPunctuation:
                 continue
             with self._lock, torch.no_grad():
                 res = self._model.generate(input=text, disable_pbar=True)
-            out.append(str(res[0].get("text", text)) if res else text)
+            # Class 0 of CT-Transformer's punc_list is "<unk>"; FunASR inserts whatever class
+            # wins, so a poorly trained model can write "<unk>" into the text.
+            out.append(str(res[0].get("text", text)).replace("<unk>", "") if res else text)
         return out

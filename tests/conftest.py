@@ -1,0 +1,54 @@
+"""Fixtures shared by every layer. Tests never read the developer's environment."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.audio import speak
+
+# Tests own their environment: no cluster address, no auth token, no user model dir.
+os.environ.pop("RAY_ADDRESS", None)
+os.environ["RAY_AUTH_MODE"] = "disabled"
+for key in [k for k in os.environ if k.startswith("FUNASR_SERVE_")]:
+    os.environ.pop(key)
+
+SENTENCES = [
+    "Please call me back tomorrow morning.",
+    "The weather is very cold this winter.",
+]
+
+
+@pytest.fixture(scope="session")
+def audio_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("audio")
+
+
+@pytest.fixture(scope="session")
+def say(audio_cache: Path) -> Callable[[str], np.ndarray]:
+    """Factory: English text → espeak-ng speech at 16 kHz."""
+    return lambda text: speak(text, audio_cache)
+
+
+@pytest.fixture(scope="session")
+def beckett_wav() -> Path:
+    """Public-domain human speech (10 s, 16 kHz) shipped in the useful-moonshine-onnx wheel:
+    "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better." """
+    spec = importlib.util.find_spec("moonshine_onnx")
+    assert spec and spec.submodule_search_locations, "useful-moonshine-onnx is not installed (make install)"
+    path = Path(next(iter(spec.submodule_search_locations))) / "assets" / "beckett.wav"
+    assert path.exists(), path
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Random-weight FunASR models of the real architectures (Paraformer, CT-punc)."""
+    from serve_app.tiny_models import write_tiny_models
+
+    return write_tiny_models(tmp_path_factory.mktemp("models"))
