@@ -50,6 +50,12 @@ tiny-models: install
 models: install
 	$(PY) -m serve_app.models download paraformer-zh fsmn-vad ct-punc
 
+bench: install system-test-deps
+	$(PY) -m bench.run --model tiny
+
+bench-full: install system-test-deps
+	$(PY) -m bench.run --model large
+
 LOAD_ARGS ?= --max-users 16 --step-users 0 --step-time 60
 load: install system-test-deps
 	$(PY) -m load.capacity --host http://127.0.0.1:8000 $(LOAD_ARGS) --out results/load

@@ -134,10 +134,9 @@ def punc_config() -> dict[str, Any]:
 
 def write_model(out: Path, config: dict[str, Any], tokens: list[str], seed: int = 0) -> Path:
     """Instantiate ``config`` from FunASR's registry with random weights and save it."""
+    import funasr.models  # noqa: F401  (fills the registry)
     import torch
     from funasr.register import tables
-
-    import funasr.models  # noqa: F401  (fills the registry)
 
     out.mkdir(parents=True, exist_ok=True)
     if (out / "model.pt").exists() and (out / "config.yaml").exists():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,13 @@ import numpy as np
 from pydantic import BaseModel, Field
 from ray import serve
 
+from serve_app.autoscaling import QUEUED_AUDIO_METRIC
 from serve_app.config import PipelineArgs
 from serve_app.contracts import AsrOptions, AsrResult, Segmentation, Transcript, TranscriptSegment, Word
 from serve_app.deployments.common import WARMUP_AUDIO, Worker, logger
 from serve_app.engines import build_asr
 from serve_app.errors import ModelUnavailable
+from serve_app.metrics import GpuProbe, asr_metrics
 
 
 class BatchConfig(BaseModel):
@@ -73,6 +76,11 @@ class AsrDeployment:
         self._batch_sizes: Counter[int] = Counter()
         self._batch_audio_s: list[float] = []
         self._config = BatchConfig()
+        self._queued_audio_s = 0.0
+        self._busy_s = 0.0
+        self._since = time.monotonic()
+        self._metrics = asr_metrics()
+        self._gpu = GpuProbe()
         self.reconfigure({})
         # Warm up before the replica reports ready: the first forward pass is much slower.
         self.engine.transcribe_batch([WARMUP_AUDIO, WARMUP_AUDIO[: 8000]], [AsrOptions(), AsrOptions()])
@@ -89,17 +97,36 @@ class AsrDeployment:
 
     @serve.batch(max_batch_size=240, batch_wait_timeout_s=0.01, batch_size_fn=_batch_cost)
     async def _infer(self, items: list[_Item]) -> list[AsrResult]:
+        audio_s = sum(len(i.samples) for i in items) / 16000
         self._batch_sizes[len(items)] += 1
-        self._batch_audio_s.append(sum(len(i.samples) for i in items) / 16000)
+        self._batch_audio_s.append(audio_s)
         del self._batch_audio_s[:-1000]
-        return await self._worker.run(
+        self._metrics["batch_size"].observe(len(items))
+        self._metrics["batch_audio"].observe(audio_s)
+        t0 = time.perf_counter()
+        results = await self._worker.run(
             self.engine.transcribe_batch, [i.samples for i in items], [i.options for i in items]
         )
+        self._busy_s += time.perf_counter() - t0
+        self._metrics["processed"].inc(audio_s)
+        return results
 
     async def transcribe(self, seg: Segmentation, options: AsrOptions) -> Transcript:
-        results = await asyncio.gather(
-            *(self._infer(_Item(s.samples, options, self._cost(s.duration_s))) for s in seg.segments)
-        )
+        audio_s = sum(s.duration_s for s in seg.segments)
+        self._queued_audio_s += audio_s
+        if audio_s > 0:  # Ray's Counter.inc rejects 0
+            self._metrics["received"].inc(audio_s)
+        self._metrics["queued"].set(self._queued_audio_s)
+        start = time.perf_counter()
+        try:
+            results = await asyncio.gather(
+                *(self._infer(_Item(s.samples, options, self._cost(s.duration_s))) for s in seg.segments)
+            )
+        finally:
+            self._queued_audio_s -= audio_s
+            self._metrics["queued"].set(self._queued_audio_s)
+        if audio_s > 0:
+            self._metrics["rtf"].observe((time.perf_counter() - start) / audio_s)
         segments = [
             TranscriptSegment(
                 start_s=s.start_s,
@@ -120,12 +147,22 @@ class AsrDeployment:
             "batch_size_counts": dict(self._batch_sizes),
             "mean_batch_size": sum(k * v for k, v in self._batch_sizes.items()) / n if n else 0.0,
             "mean_batch_audio_s": sum(self._batch_audio_s) / len(self._batch_audio_s) if self._batch_audio_s else 0.0,
+            "busy_s": self._busy_s,
+            "busy_fraction": self._busy_s / max(1e-9, time.monotonic() - self._since),
             "config": self._config.model_dump(),
         }
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Queued + running audio seconds, for ``serve_app.autoscaling.QueuedAudioPolicy``
+        (read from our own counter, never from @serve.batch internals)."""
+        self._gpu.record()
+        return {QUEUED_AUDIO_METRIC: self._queued_audio_s}
 
     def reset_stats(self) -> None:
         self._batch_sizes.clear()
         self._batch_audio_s.clear()
+        self._busy_s = 0.0
+        self._since = time.monotonic()
 
     def ready(self) -> bool:
         return True

@@ -6,8 +6,10 @@ from ray import serve
 
 from serve_app.config import PipelineArgs
 from serve_app.contracts import DecodedAudio
-from serve_app.engines.decode import FfmpegDecoder
 from serve_app.deployments.common import Worker
+from serve_app.engines.decode import FfmpegDecoder
+from serve_app.errors import ServeError
+from serve_app.metrics import decode_failures
 
 
 @serve.deployment(name="Decode", ray_actor_options={"num_cpus": 0.25})
@@ -19,7 +21,11 @@ class DecodeDeployment:
         self._decoder.decode(_SILENT_WAV)  # warm up: the binary is found and runs
 
     async def __call__(self, data: bytes) -> DecodedAudio:
-        return await self._worker.run(self._decoder.decode, data)
+        try:
+            return await self._worker.run(self._decoder.decode, data)
+        except ServeError as e:
+            decode_failures().inc(tags={"type": e.type})
+            raise
 
     def ready(self) -> bool:
         return True

@@ -20,7 +20,15 @@ from starlette.datastructures import UploadFile
 
 from serve_app.config import PipelineArgs
 from serve_app.contracts import AsrOptions, PostOptions
-from serve_app.errors import InternalError, InvalidRequest, ModelNotFound, NotReady, Overloaded, PayloadTooLarge, ServeError
+from serve_app.errors import (
+    InternalError,
+    InvalidRequest,
+    ModelNotFound,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    ServeError,
+)
 from serve_app.formats import MEDIA_TYPES, parse_format, render
 
 logger = logging.getLogger("ray.serve")

@@ -21,7 +21,7 @@ def _set_user_config(cluster: ServeCluster, app: str, **knobs: float) -> dict[st
     the running replica reports them: ``reconfigure()``, no restart."""
     asr_cfg = next(d for d in cluster.apps[app]["deployments"] if d["name"] == "ASR")
     asr_cfg["user_config"] = {**asr_cfg["user_config"], **knobs}
-    cluster._apply()
+    cluster.apply()
     handle = serve.get_deployment_handle("ASR", app_name=app)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -75,7 +75,7 @@ def test_two_half_gpu_replicas_pack_and_a_third_waits(serve_cluster: ServeCluste
         deployments={"ASR": {"num_replicas": 3, "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 0.5}}},
     )
     serve_cluster.apps["gpupack"] = app
-    serve_cluster._apply()
+    serve_cluster.apply()
     try:
         deadline = time.monotonic() + 240
         states: dict[str, int] = {}

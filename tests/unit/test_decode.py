@@ -60,8 +60,9 @@ def test_decodes_format(name: str, source_wav: bytes, speech: np.ndarray) -> Non
     # m4a (MP4) needs a seekable output to write its index at the end: encode via a file.
     if name.startswith("m4a"):
         with tempfile.NamedTemporaryFile(suffix=".m4a") as f:
-            from serve_app.engines.decode import ffmpeg_exe
             import subprocess
+
+            from serve_app.engines.decode import ffmpeg_exe
 
             subprocess.run(
                 [ffmpeg_exe(), "-y", "-loglevel", "error", "-i", "pipe:0", *CASES[name][:-2], f.name],

@@ -1,0 +1,105 @@
+"""A local Ray + Serve for tests and the benchmark: deploy apps from ``deploy/*.yaml``
+through the controller (as ``serve run``/``serve deploy`` do), with overrides merged in."""
+
+from __future__ import annotations
+
+import copy
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def app_config(
+    yaml_name: str, name: str, args: dict[str, Any] | None = None, deployments: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The first application of ``deploy/<yaml_name>``, renamed and served under ``/<name>``."""
+    app = yaml.safe_load((ROOT / "deploy" / yaml_name).read_text())["applications"][0]
+    app = merge(app, {"name": name, "route_prefix": f"/{name}", "args": args or {}})
+    for d in app.get("deployments", []):
+        d.update(copy.deepcopy((deployments or {}).get(d["name"], {})))
+    return app
+
+
+@dataclass
+class LocalServe:
+    port: int
+    apps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, num_cpus: int = 8, num_gpus: int | None = None, object_store_mb: int = 300) -> LocalServe:
+        import ray
+        from ray.serve._private import api as serve_api
+
+        ray.init(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            object_store_memory=object_store_mb * 1024 * 1024,
+            include_dashboard=False,
+            log_to_driver=False,
+            namespace="funasr-serve-local",
+        )
+        port = free_port()
+        serve_api.serve_start(http_options={"host": "127.0.0.1", "port": port})
+        return cls(port=port)
+
+    def stop(self) -> None:
+        import ray
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+    def url(self, app: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{app}"
+
+    def apply(self) -> None:
+        from ray.serve.context import _get_global_client
+        from ray.serve.schema import ServeDeploySchema
+
+        _get_global_client().deploy_apps(ServeDeploySchema.model_validate({"applications": list(self.apps.values())}))
+
+    def deploy(self, app: dict[str, Any], timeout_s: float = 300) -> str:
+        """Deploy (or keep) ``app`` and wait until it is RUNNING; returns its base URL."""
+        from ray import serve
+
+        name = app["name"]
+        if self.apps.get(name) != app:
+            self.apps[name] = app
+            self.apply()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = serve.status().applications.get(name)
+            if status is not None and status.status == "RUNNING":
+                return self.url(name)
+            if status is not None and status.status == "DEPLOY_FAILED":
+                raise RuntimeError(f"{name} failed to deploy: {status.message}")
+            time.sleep(0.5)
+        raise TimeoutError(f"{name} not running after {timeout_s} s: {serve.status().applications.get(name)}")
+
+    def remove(self, name: str) -> None:
+        from ray import serve
+
+        self.apps.pop(name, None)
+        self.apply()
+        deadline = time.monotonic() + 60
+        while name in serve.status().applications and time.monotonic() < deadline:
+            time.sleep(0.5)
