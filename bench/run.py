@@ -211,7 +211,12 @@ def served(model: Path, payloads: list[tuple[bytes, float]], ten_s: bytes, args:
             deployments={
                 "ASR": {
                     "num_replicas": args.asr_replicas,
-                    "user_config": {"max_batch_count": args.max_batch, "max_batch_audio_s": args.max_batch_audio_s, "batch_wait_timeout_s": args.batch_wait_s},
+                    "user_config": {
+                        "max_batch_count": args.max_batch,
+                        "max_batch_audio_s": args.max_batch_audio_s,
+                        "batch_wait_timeout_s": args.batch_wait_s,
+                        **({"min_fill": args.min_fill} if args.min_fill is not None else {}),
+                    },
                     "ray_actor_options": {"num_cpus": args.threads, **({"num_gpus": args.gpu_per_replica} if gpu.name else {})},
                 },
             },
@@ -275,6 +280,7 @@ def plots(rows: list[Row], limit: float, baseline: float, out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     conc = [r.concurrency for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -282,14 +288,18 @@ def plots(rows: list[Row], limit: float, baseline: float, out: Path) -> None:
     ax.axhline(limit, color="g", ls="--", label=f"limit (in-process batched) {limit:.1f}")
     ax.axhline(baseline, color="r", ls=":", label=f"one-at-a-time baseline {baseline:.1f}")
     ax.set(xscale="log", xlabel="concurrent requests", ylabel="audio seconds / second", title="Throughput")
+    ax.set_ylim(0, max([limit, baseline, *(r.rtfx for r in rows)]) * 1.2)
     ax.set_xticks(conc, [str(c) for c in conc])
-    ax.legend()
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=110)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(conc, [r.pct(95) for r in rows], "o-")
     ax.set(xscale="log", xlabel="concurrent requests", ylabel="p95 latency (s)", title="p95 latency")
+    ax.set_ylim(0, max(r.pct(95) for r in rows) * 1.2)
     ax.set_xticks(conc, [str(c) for c in conc])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     fig.savefig(out / "p95_latency.png", dpi=110)
 
@@ -308,6 +318,7 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-batch-audio-s", type=float, default=480)
     p.add_argument("--batch-wait-s", type=float, default=0.01)
+    p.add_argument("--min-fill", type=float, default=None, help="ASR sub-batch padding efficiency (default: the deployment's)")
     args = p.parse_args()
     import logging
 

@@ -96,7 +96,7 @@ class FunasrAsr:
     supports_words = True
 
     def __init__(
-        self, model_dir: Path, device: str = "cpu", threads: int = 2, fix_padding: bool = True, min_fill: float = 0.8
+        self, model_dir: Path, device: str = "cpu", threads: int = 2, fix_padding: bool = True, min_fill: float = 0.9
     ) -> None:
         self.min_fill = min_fill
         self.threads = threads
