@@ -105,7 +105,12 @@ def model_dir(size: str) -> Path:
 
 
 def direct(
-    model: Path, audios: list[DecodedAudio], ten: DecodedAudio, device: str, threads: int, batch_sizes: list[int]
+    model: Path,
+    audios: list[DecodedAudio],
+    ten: DecodedAudio,
+    device: str,
+    threads: int,
+    batch_sizes: list[int],
 ) -> dict[str, Any]:
     from serve_app.engines.funasr_asr import FunasrAsr
     from serve_app.engines.vad import FsmnVad
@@ -140,8 +145,14 @@ def direct(
         from funasr import AutoModel
 
         am = AutoModel(
-            model=str(model), vad_model=str(resolve("embedded:fsmn-vad")), vad_kwargs={"max_single_segment_time": 30000},
-            device=device, ncpu=threads, disable_update=True, disable_pbar=True, log_level="ERROR",
+            model=str(model),
+            vad_model=str(resolve("embedded:fsmn-vad")),
+            vad_kwargs={"max_single_segment_time": 30000},
+            device=device,
+            ncpu=threads,
+            disable_update=True,
+            disable_pbar=True,
+            log_level="ERROR",
         )
         am.generate(input=np.zeros(16000, np.float32), batch_size_s=0)
         lat, t0 = [], time.perf_counter()
@@ -151,7 +162,12 @@ def direct(
             lat.append(time.perf_counter() - t)
         return time.perf_counter() - t0, lat
 
-    limit = {f"{b}{' sorted' if srt else ''}": total / run(b, srt) for b in batch_sizes for srt in (False, True) if b > 1 or not srt}
+    limit = {
+        f"{b}{' sorted' if srt else ''}": total / run(b, srt)
+        for b in batch_sizes
+        for srt in (False, True)
+        if b > 1 or not srt
+    }
     base_wall, base_lat = one_at_a_time()
     am_wall, am_lat = automodel_one_at_a_time()
     lone = []
@@ -192,7 +208,9 @@ async def _send(url: str, payloads: list[tuple[bytes, float]], concurrency: int)
         return time.perf_counter() - t0, lat
 
 
-def served(model: Path, payloads: list[tuple[bytes, float]], ten_s: bytes, args: argparse.Namespace, gpu: Gpu) -> dict[str, Any]:
+def served(
+    model: Path, payloads: list[tuple[bytes, float]], ten_s: bytes, args: argparse.Namespace, gpu: Gpu
+) -> dict[str, Any]:
     import psutil
     from ray import serve
 
@@ -217,7 +235,10 @@ def served(model: Path, payloads: list[tuple[bytes, float]], ten_s: bytes, args:
                         "batch_wait_timeout_s": args.batch_wait_s,
                         **({"min_fill": args.min_fill} if args.min_fill is not None else {}),
                     },
-                    "ray_actor_options": {"num_cpus": args.threads, **({"num_gpus": args.gpu_per_replica} if gpu.name else {})},
+                    "ray_actor_options": {
+                        "num_cpus": args.threads,
+                        **({"num_gpus": args.gpu_per_replica} if gpu.name else {}),
+                    },
                 },
             },
         )
@@ -236,10 +257,25 @@ def served(model: Path, payloads: list[tuple[bytes, float]], ten_s: bytes, args:
             cpu = psutil.cpu_percent(None)
             util, mem = gpu.sample()
             stats = asr.stats.remote().result()
-            row = Row("served", c, total, wall, lat, stats["mean_batch_size"], stats["mean_batch_audio_s"], args.asr_replicas, cpu, util, mem)
+            row = Row(
+                "served",
+                c,
+                total,
+                wall,
+                lat,
+                stats["mean_batch_size"],
+                stats["mean_batch_audio_s"],
+                args.asr_replicas,
+                cpu,
+                util,
+                mem,
+            )
             row.asr_busy = stats["busy_s"] / wall
             rows.append(row)
-            print(f"  served c={c:<3} rtfx={row.rtfx:7.1f} p95={row.pct(95):6.2f}s batch={row.mean_batch:4.1f} asr-busy={row.asr_busy:.0%}", flush=True)
+            print(
+                f"  served c={c:<3} rtfx={row.rtfx:7.1f} p95={row.pct(95):6.2f}s batch={row.mean_batch:4.1f} asr-busy={row.asr_busy:.0%}",
+                flush=True,
+            )
             best_before = max((r.rtfx for r in rows[:-1]), default=0.0)
             if args.levels is not None:
                 if not levels:
@@ -310,7 +346,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     p.add_argument("--workload-s", type=float, default=None, help="audio seconds per concurrency level")
     p.add_argument("--max-concurrency", type=int, default=32)
-    p.add_argument("--levels", type=int, nargs="*", help="concurrency levels (default 1, 2, 4, ... until throughput stops growing)")
+    p.add_argument(
+        "--levels",
+        type=int,
+        nargs="*",
+        help="concurrency levels (default 1, 2, 4, ... until throughput stops growing)",
+    )
     p.add_argument("--skip-direct", action="store_true", help="served graph only (for quick iterations)")
     p.add_argument("--asr-replicas", type=int, default=1)
     p.add_argument("--gpu-per-replica", type=float, default=1.0)
@@ -318,7 +359,12 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-batch-audio-s", type=float, default=480)
     p.add_argument("--batch-wait-s", type=float, default=0.01)
-    p.add_argument("--min-fill", type=float, default=None, help="ASR sub-batch padding efficiency (default: the deployment's)")
+    p.add_argument(
+        "--min-fill",
+        type=float,
+        default=None,
+        help="ASR sub-batch padding efficiency (default: the deployment's)",
+    )
     args = p.parse_args()
     import logging
 
@@ -328,7 +374,9 @@ def main() -> None:
     gpu = Gpu()
     device = "cuda" if gpu.name else "cpu"
     machine = gpu.name or f"CPU, {os.cpu_count()} cores"
-    print(f"bench: model={args.model} machine={machine} workload={workload_s:.0f} audio-s per level", flush=True)
+    print(
+        f"bench: model={args.model} machine={machine} workload={workload_s:.0f} audio-s per level", flush=True
+    )
     model = model_dir(args.model)
     clips = build_clip_mix(ROOT / ".cache" / "clips")
     chosen = workload(clips, workload_s)
@@ -343,8 +391,13 @@ def main() -> None:
     batches = [1, 4, 8, 16] + ([32, 64] if gpu.name else [])
     d = direct(model, audios, decoder.decode(ten_s), device, args.threads, batches)
     limit, baseline_row = d["limit"], d["baseline"]
-    print(f"  limit   rtfx={limit:7.1f} (best batch {d['best_batch']}; by batch {({k: round(v, 1) for k, v in d['limit_by_batch'].items()})})")
-    print(f"  baseline rtfx={baseline_row.rtfx:6.1f} (AutoModel.generate per request); engine batch 1: {d['engine_one_at_a_time'].rtfx:.1f}", flush=True)
+    print(
+        f"  limit   rtfx={limit:7.1f} (best batch {d['best_batch']}; by batch { ({k: round(v, 1) for k, v in d['limit_by_batch'].items()}) })"
+    )
+    print(
+        f"  baseline rtfx={baseline_row.rtfx:6.1f} (AutoModel.generate per request); engine batch 1: {d['engine_one_at_a_time'].rtfx:.1f}",
+        flush=True,
+    )
     import gc
 
     gc.collect()
@@ -355,20 +408,28 @@ def main() -> None:
     out = args.out / f"{args.model}-{'gpu' if gpu.name else 'cpu'}"
     out.mkdir(parents=True, exist_ok=True)
     print()
-    print(f"machine: {machine}; model: {args.model} ({model.name}); clip mix {sorted({c.duration_s for c in chosen})} s; "
-          f"{len(chosen)} requests, {sum(c.duration_s for c in chosen):.0f} audio-s per level")
-    print(f"limit (in-process VAD + batched ASR, best of batch sizes in arrival and length order: {d['best_batch']}): {limit:.1f} audio-s/s")
+    print(
+        f"machine: {machine}; model: {args.model} ({model.name}); clip mix {sorted({c.duration_s for c in chosen})} s; "
+        f"{len(chosen)} requests, {sum(c.duration_s for c in chosen):.0f} audio-s per level"
+    )
+    print(
+        f"limit (in-process VAD + batched ASR, best of batch sizes in arrival and length order: {d['best_batch']}): {limit:.1f} audio-s/s"
+    )
     print("  by batch: " + ", ".join(f"{k}: {v:.1f}" for k, v in d["limit_by_batch"].items()))
     print(table(rows, limit, baseline_row.rtfx))
-    print(f"lone 10 s request p50: served {s['lone_10s_served_s']:.3f} s, direct {d['lone_10s_direct_s']:.3f} s "
-          f"(ratio {s['lone_10s_served_s'] / d['lone_10s_direct_s']:.2f})")
+    print(
+        f"lone 10 s request p50: served {s['lone_10s_served_s']:.3f} s, direct {d['lone_10s_direct_s']:.3f} s "
+        f"(ratio {s['lone_10s_served_s'] / d['lone_10s_direct_s']:.2f})"
+    )
     report = {
         "machine": machine,
         "model": args.model,
         "limit": limit,
         "limit_by_batch": d["limit_by_batch"],
         "baseline": baseline_row.rtfx,
-        "rows": [{**asdict(r), "rtfx": r.rtfx, "p50": r.pct(50), "p95": r.pct(95), "p99": r.pct(99)} for r in rows],
+        "rows": [
+            {**asdict(r), "rtfx": r.rtfx, "p50": r.pct(50), "p95": r.pct(95), "p99": r.pct(99)} for r in rows
+        ],
         "lone_10s_served_s": s["lone_10s_served_s"],
         "lone_10s_direct_s": d["lone_10s_direct_s"],
         "served_over_limit": best.rtfx / limit,
@@ -377,7 +438,9 @@ def main() -> None:
     (out / "bench.json").write_text(json.dumps(report, indent=2, default=str))
     plots(s["rows"], limit, baseline_row.rtfx, out)
     print(f"wrote {out}/bench.json, throughput.png, p95_latency.png")
-    print(f"bench: served/limit={best.rtfx / limit:.2f} served/baseline={best.rtfx / baseline_row.rtfx:.2f} rtfx={best.rtfx:.1f}")
+    print(
+        f"bench: served/limit={best.rtfx / limit:.2f} served/baseline={best.rtfx / baseline_row.rtfx:.2f} rtfx={best.rtfx:.1f}"
+    )
 
 
 if __name__ == "__main__":

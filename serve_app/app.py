@@ -26,8 +26,9 @@ def build_app(args: PipelineArgs) -> Application:
     vad_dir = str(resolve(args.vad.model, settings))
     punc_dir = str(resolve(args.postprocess.punc_model, settings)) if args.postprocess.punc_model else None
 
-    decode = DecodeDeployment.bind(args)
-    vad = VadDeployment.bind(args, vad_dir)
-    asr = AsrDeployment.bind(args, asr_dir)
-    post = PostprocessDeployment.bind(args, punc_dir)
-    return Ingress.bind(decode, vad, asr, post, args)
+    # @serve.deployment turns each class into a Deployment; mypy still sees the class.
+    decode = DecodeDeployment.bind(args)  # type: ignore[attr-defined]
+    vad = VadDeployment.bind(args, vad_dir)  # type: ignore[attr-defined]
+    asr = AsrDeployment.bind(args, asr_dir)  # type: ignore[attr-defined]
+    post = PostprocessDeployment.bind(args, punc_dir)  # type: ignore[attr-defined]
+    return Ingress.bind(decode, vad, asr, post, args)  # type: ignore[attr-defined]

@@ -46,8 +46,16 @@ class QueuedAudioPolicy:
         metrics = (metrics() if callable(metrics) else metrics) or {}
         queued = float(sum((metrics.get(QUEUED_AUDIO_METRIC) or {}).values()))
         want = desired_replicas(
-            queued, self.target_queued_audio_s, ctx.capacity_adjusted_min_replicas, ctx.capacity_adjusted_max_replicas
+            queued,
+            self.target_queued_audio_s,
+            ctx.capacity_adjusted_min_replicas,
+            ctx.capacity_adjusted_max_replicas,
         )
         if want != ctx.target_num_replicas:
-            logger.info("ASR autoscaling: %.0f audio-s queued → %d replicas (now %d)", queued, want, ctx.target_num_replicas)
+            logger.info(
+                "ASR autoscaling: %.0f audio-s queued → %d replicas (now %d)",
+                queued,
+                want,
+                ctx.target_num_replicas,
+            )
         return want, dict(ctx.policy_state or {})

@@ -113,7 +113,9 @@ class AsrEngine(Protocol):
     supports_hotwords: bool
     supports_words: bool
 
-    def transcribe_batch(self, audios: Sequence[np.ndarray], options: Sequence[AsrOptions]) -> list[AsrResult]:
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], options: Sequence[AsrOptions]
+    ) -> list[AsrResult]:
         """One result per input, in order. Must not depend on what else is in the batch."""
         ...
 

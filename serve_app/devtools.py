@@ -29,7 +29,10 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def app_config(
-    yaml_name: str, name: str, args: dict[str, Any] | None = None, deployments: dict[str, dict[str, Any]] | None = None
+    yaml_name: str,
+    name: str,
+    args: dict[str, Any] | None = None,
+    deployments: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The first application of ``deploy/<yaml_name>``, renamed and served under ``/<name>``."""
     app = yaml.safe_load((ROOT / "deploy" / yaml_name).read_text())["applications"][0]
@@ -75,7 +78,10 @@ class LocalServe:
         from ray.serve.context import _get_global_client
         from ray.serve.schema import ServeDeploySchema
 
-        _get_global_client().deploy_apps(ServeDeploySchema.model_validate({"applications": list(self.apps.values())}))
+        client = _get_global_client()
+        if client is None:
+            raise RuntimeError("Serve is not running: call LocalServe.start() first")
+        client.deploy_apps(ServeDeploySchema.model_validate({"applications": list(self.apps.values())}))
 
     def deploy(self, app: dict[str, Any], timeout_s: float = 300) -> str:
         """Deploy (or keep) ``app`` and wait until it is RUNNING; returns its base URL."""

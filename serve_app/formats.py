@@ -36,7 +36,9 @@ def _timestamp(seconds: float, sep: str) -> str:
 def to_srt(t: Transcript) -> str:
     blocks = []
     for i, seg in enumerate((s for s in t.segments if s.text.strip()), start=1):
-        blocks.append(f"{i}\n{_timestamp(seg.start_s, ',')} --> {_timestamp(seg.end_s, ',')}\n{seg.text.strip()}\n")
+        blocks.append(
+            f"{i}\n{_timestamp(seg.start_s, ',')} --> {_timestamp(seg.end_s, ',')}\n{seg.text.strip()}\n"
+        )
     return "\n".join(blocks)
 
 
@@ -72,7 +74,9 @@ def to_verbose(t: Transcript, words: bool) -> dict[str, Any]:
         ],
     }
     if words:
-        body["words"] = [{"word": w.word, "start": round(w.start_s, 3), "end": round(w.end_s, 3)} for w in t.words]
+        body["words"] = [
+            {"word": w.word, "start": round(w.start_s, 3), "end": round(w.end_s, 3)} for w in t.words
+        ]
     return body
 
 

@@ -95,7 +95,13 @@ def paraformer_config(size: str) -> dict[str, Any]:
             "sanm_shfit": 0,
         },
         "predictor": "CifPredictorV2",
-        "predictor_conf": {"idim": s["d"], "threshold": 1.0, "l_order": 1, "r_order": 1, "tail_threshold": 0.45},
+        "predictor_conf": {
+            "idim": s["d"],
+            "threshold": 1.0,
+            "l_order": 1,
+            "r_order": 1,
+            "tail_threshold": 0.45,
+        },
         "frontend": "WavFrontend",
         "frontend_conf": dict(FRONTEND_CONF),
         "tokenizer": "CharTokenizer",
@@ -165,9 +171,13 @@ def write_tiny_models(root: Path, large: bool = False) -> dict[str, Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("models/tiny"))
-    parser.add_argument("--large", action="store_true", help="also write the paraformer-large-sized model (880 MB)")
+    parser.add_argument(
+        "--large", action="store_true", help="also write the paraformer-large-sized model (880 MB)"
+    )
     args = parser.parse_args()
     for name, path in write_tiny_models(args.out, large=args.large).items():
         print(f"{name}: {path}")

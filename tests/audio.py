@@ -36,7 +36,9 @@ def speak(text: str, cache: Path, voice: str = "en-us") -> np.ndarray:
     cache.mkdir(parents=True, exist_ok=True)
     out = cache / f"{abs(hash((text, voice)))}.wav"
     if not out.exists():
-        raw = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True).stdout
+        raw = subprocess.run(
+            ["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True
+        ).stdout
         out.write_bytes(transcode(raw, ["-ar", str(SR), "-ac", "1", "-f", "wav"]))
     return read_wav(out.read_bytes())
 
@@ -51,7 +53,17 @@ def with_pauses(parts: list[np.ndarray], pause_s: float) -> np.ndarray:
 
 def transcode(data: bytes, out_args: list[str], in_args: list[str] | None = None) -> bytes:
     """Re-encode ``data`` with the bundled ffmpeg (stdin → stdout)."""
-    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *(in_args or []), "-i", "pipe:0", *out_args, "pipe:1"]
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        *(in_args or []),
+        "-i",
+        "pipe:0",
+        *out_args,
+        "pipe:1",
+    ]
     return subprocess.run(cmd, input=data, check=True, capture_output=True).stdout
 
 

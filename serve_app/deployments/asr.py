@@ -23,7 +23,15 @@ from ray import serve
 
 from serve_app.autoscaling import QUEUED_AUDIO_METRIC
 from serve_app.config import PipelineArgs
-from serve_app.contracts import AsrOptions, AsrResult, Segmentation, Transcript, TranscriptSegment, Word
+from serve_app.contracts import (
+    SAMPLE_RATE,
+    AsrOptions,
+    AsrResult,
+    Segmentation,
+    Transcript,
+    TranscriptSegment,
+    Word,
+)
 from serve_app.deployments.common import WARMUP_AUDIO, Worker, logger
 from serve_app.engines import build_asr
 from serve_app.errors import ModelUnavailable
@@ -52,8 +60,8 @@ class _Item:
     cost: float
 
 
-def _batch_cost(items: list[_Item]) -> float:
-    return sum(i.cost for i in items)
+def _batch_cost(items: list[_Item]) -> int:
+    return math.ceil(sum(i.cost for i in items))
 
 
 def pick_device(preference: str) -> str:
@@ -87,13 +95,14 @@ class AsrDeployment:
         self._gpu = GpuProbe()
         self.reconfigure({})
         # Warm up before the replica reports ready: the first forward pass is much slower.
-        self.engine.transcribe_batch([WARMUP_AUDIO, WARMUP_AUDIO[: 8000]], [AsrOptions(), AsrOptions()])
+        self.engine.transcribe_batch([WARMUP_AUDIO, WARMUP_AUDIO[:8000]], [AsrOptions(), AsrOptions()])
         logger.info("ASR %s ready on %s", self.engine.name, self.device)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self._config = BatchConfig.model_validate({**self._config.model_dump(), **(user_config or {})})
-        self._infer.set_max_batch_size(math.ceil(self._config.max_batch_audio_s))
-        self._infer.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)
+        # @serve.batch adds these setters at run time; its type stubs do not show them.
+        self._infer.set_max_batch_size(math.ceil(self._config.max_batch_audio_s))  # type: ignore[attr-defined]
+        self._infer.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)  # type: ignore[attr-defined]
         if hasattr(self.engine, "min_fill"):
             self.engine.min_fill = self._config.min_fill
 
@@ -103,7 +112,7 @@ class AsrDeployment:
 
     @serve.batch(max_batch_size=240, batch_wait_timeout_s=0.01, batch_size_fn=_batch_cost)
     async def _infer(self, items: list[_Item]) -> list[AsrResult]:
-        audio_s = sum(len(i.samples) for i in items) / 16000
+        audio_s = sum(len(i.samples) for i in items) / SAMPLE_RATE
         self._batch_sizes[len(items)] += 1
         self._batch_audio_s.append(audio_s)
         del self._batch_audio_s[:-1000]
@@ -138,11 +147,15 @@ class AsrDeployment:
                 start_s=s.start_s,
                 end_s=s.end_s,
                 text=r.text,
-                words=[Word(float(s.start_s + w.start_s), float(s.start_s + w.end_s), w.word) for w in r.words],
+                words=[
+                    Word(float(s.start_s + w.start_s), float(s.start_s + w.end_s), w.word) for w in r.words
+                ],
             )
             for s, r in zip(seg.segments, results, strict=True)
         ]
-        return Transcript(language=options.language or self.language, duration_s=seg.duration_s, segments=segments)
+        return Transcript(
+            language=options.language or self.language, duration_s=seg.duration_s, segments=segments
+        )
 
     def stats(self) -> dict[str, Any]:
         """Batch sizes seen by this replica (for tests, the benchmark and operators)."""
@@ -152,7 +165,9 @@ class AsrDeployment:
             "batches": n,
             "batch_size_counts": dict(self._batch_sizes),
             "mean_batch_size": sum(k * v for k, v in self._batch_sizes.items()) / n if n else 0.0,
-            "mean_batch_audio_s": sum(self._batch_audio_s) / len(self._batch_audio_s) if self._batch_audio_s else 0.0,
+            "mean_batch_audio_s": sum(self._batch_audio_s) / len(self._batch_audio_s)
+            if self._batch_audio_s
+            else 0.0,
             "busy_s": self._busy_s,
             "busy_fraction": self._busy_s / max(1e-9, time.monotonic() - self._since),
             "config": self._config.model_dump(),

@@ -5,7 +5,6 @@ Errors from any stage arrive here (wrapped by Ray) and are shaped into
 does it. 5xx bodies never carry a traceback.
 """
 
-
 import asyncio
 import logging
 import time
@@ -127,7 +126,9 @@ class Ingress:
         stages = dict(zip(names, ok, strict=True))
         if not all(ok):
             err = NotReady("not ready: " + ", ".join(n for n, v in stages.items() if not v))
-            return JSONResponse(status_code=503, content={"status": "not_ready", "stages": stages, "error": err.message})
+            return JSONResponse(
+                status_code=503, content={"status": "not_ready", "stages": stages, "error": err.message}
+            )
         return JSONResponse({"status": "ready", "stages": stages})
 
     @api.get("/v1/models")
@@ -173,9 +174,14 @@ class Ingress:
 
         model = str(form.get("model") or self._args.asr.served_names[0])
         if model not in self._args.asr.served_names:
-            raise ModelNotFound(f"model {model!r} is not served here; available: {', '.join(self._args.asr.served_names)}")
+            raise ModelNotFound(
+                f"model {model!r} is not served here; available: {', '.join(self._args.asr.served_names)}"
+            )
         fmt = parse_format(str(form.get("response_format") or "json"))
-        granularities = {str(g) for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")}
+        granularities = {
+            str(g)
+            for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+        }
         if granularities - {"word", "segment"}:
             raise InvalidRequest("timestamp_granularities[] takes 'word' and/or 'segment'")
         words = "word" in granularities
@@ -186,7 +192,9 @@ class Ingress:
             hotwords=str(form.get("prompt") or "") or None,
             word_timestamps=words,
         )
-        post = PostOptions(punctuation=_flag(form.get("punctuation"), "punctuation"), itn=_flag(form.get("itn"), "itn"))
+        post = PostOptions(
+            punctuation=_flag(form.get("punctuation"), "punctuation"), itn=_flag(form.get("itn"), "itn")
+        )
 
         # Chain the stages without awaiting the middle: each response feeds the next handle.
         try:

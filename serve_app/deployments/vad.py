@@ -16,7 +16,10 @@ from serve_app.engines.vad import FsmnVad
 class VadDeployment:
     def __init__(self, args: PipelineArgs, model_dir: str) -> None:
         self._vad = FsmnVad(
-            Path(model_dir), max_segment_s=args.vad.max_segment_s, merge_gap_s=args.vad.merge_gap_s, threads=args.vad.threads
+            Path(model_dir),
+            max_segment_s=args.vad.max_segment_s,
+            merge_gap_s=args.vad.merge_gap_s,
+            threads=args.vad.threads,
         )
         self._worker = Worker("vad")
         self._vad.segment(DecodedAudio(WARMUP_AUDIO))

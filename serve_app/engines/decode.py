@@ -42,7 +42,11 @@ class _Rule:
 # failure we do not understand.
 DECODE_FAILURES: tuple[_Rule, ...] = (
     # The demuxer could not make sense of the bytes: not a media file at all, or truncated.
-    _Rule("Invalid data found when processing input", UnsupportedAudio, "the upload is not a media file ffmpeg can read"),
+    _Rule(
+        "Invalid data found when processing input",
+        UnsupportedAudio,
+        "the upload is not a media file ffmpeg can read",
+    ),
     # A media file, but with no audio stream (e.g. a silent video, an image).
     _Rule("matches no streams", UnsupportedAudio, "the file has no audio stream"),
     _Rule("does not contain any stream", UnsupportedAudio, "the file has no audio stream"),
@@ -89,7 +93,9 @@ class FfmpegDecoder:
             # without ever holding an unbounded file in memory.
             t=self.max_audio_s + 1.0,
         )
-        return list(stream.global_args("-nostdin", "-hide_banner", "-loglevel", "error").compile(cmd=ffmpeg_exe()))
+        return list(
+            stream.global_args("-nostdin", "-hide_banner", "-loglevel", "error").compile(cmd=ffmpeg_exe())
+        )
 
     def decode(self, data: bytes) -> DecodedAudio:
         if not data:

@@ -66,7 +66,9 @@ def _text_and_words(text: str, stamps: list[list[float]] | None, words: bool) ->
     tokens = text.split()
     if len(tokens) != len(stamps):
         return join_tokens(tokens), []
-    return join_tokens(tokens), [Word(start_s=b / 1000, end_s=e / 1000, word=t) for t, (b, e) in zip(tokens, stamps, strict=True)]
+    return join_tokens(tokens), [
+        Word(start_s=b / 1000, end_s=e / 1000, word=t) for t, (b, e) in zip(tokens, stamps, strict=True)
+    ]
 
 
 def length_buckets(lengths: Sequence[int], min_fill: float) -> list[list[int]]:
@@ -96,7 +98,12 @@ class FunasrAsr:
     supports_words = True
 
     def __init__(
-        self, model_dir: Path, device: str = "cpu", threads: int = 2, fix_padding: bool = True, min_fill: float = 0.9
+        self,
+        model_dir: Path,
+        device: str = "cpu",
+        threads: int = 2,
+        fix_padding: bool = True,
+        min_fill: float = 0.9,
     ) -> None:
         self.min_fill = min_fill
         self.threads = threads
@@ -129,11 +136,15 @@ class FunasrAsr:
             raise InternalError(f"{self.name} returned {len(results)} results for a batch of {len(audios)}")
         out = []
         for k in keys:
-            text, ws = _text_and_words(_TAG.sub("", str(by_key[k].get("text", ""))).strip(), by_key[k].get("timestamp"), words)
+            text, ws = _text_and_words(
+                _TAG.sub("", str(by_key[k].get("text", ""))).strip(), by_key[k].get("timestamp"), words
+            )
             out.append(AsrResult(text=text, words=ws))
         return out
 
-    def transcribe_batch(self, audios: Sequence[np.ndarray], options: Sequence[AsrOptions]) -> list[AsrResult]:
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], options: Sequence[AsrOptions]
+    ) -> list[AsrResult]:
         if not audios:
             return []
         results: list[AsrResult | None] = [None] * len(audios)
@@ -147,6 +158,8 @@ class FunasrAsr:
             group = list(members)
             for bucket in length_buckets([len(audios[i]) for i in group], self.min_fill):
                 idx = [group[j] for j in bucket]
-                for i, r in zip(idx, self._infer([audios[i] for i in idx], words, hotwords or None), strict=True):
+                for i, r in zip(
+                    idx, self._infer([audios[i] for i in idx], words, hotwords or None), strict=True
+                ):
                     results[i] = r
         return [r if r is not None else AsrResult(text="") for r in results]

@@ -12,7 +12,9 @@ from serve_app.contracts import SAMPLE_RATE, DecodedAudio, SpeechSegment
 from serve_app.engines.funasr_loader import load_automodel
 
 
-def split_regions(regions_ms: list[tuple[int, int]], max_segment_s: float, merge_gap_s: float) -> list[tuple[int, int]]:
+def split_regions(
+    regions_ms: list[tuple[int, int]], max_segment_s: float, merge_gap_s: float
+) -> list[tuple[int, int]]:
     """Merge regions closer than ``merge_gap_s`` while they fit, then cut any region longer
     than ``max_segment_s`` into equal pieces that do."""
     max_ms = int(max_segment_s * 1000)
@@ -33,7 +35,9 @@ def split_regions(regions_ms: list[tuple[int, int]], max_segment_s: float, merge
 class FsmnVad:
     """FunASR FSMN-VAD over a whole file."""
 
-    def __init__(self, model_dir: Path, max_segment_s: float = 30.0, merge_gap_s: float = 0.0, threads: int = 1) -> None:
+    def __init__(
+        self, model_dir: Path, max_segment_s: float = 30.0, merge_gap_s: float = 0.0, threads: int = 1
+    ) -> None:
         self.max_segment_s = max_segment_s
         self.merge_gap_s = merge_gap_s
         self._model = load_automodel(model_dir, device="cpu", threads=threads)
@@ -54,5 +58,7 @@ class FsmnVad:
         for beg, end in split_regions(self.regions_ms(audio.samples), self.max_segment_s, self.merge_gap_s):
             a, b = beg * SAMPLE_RATE // 1000, min(n, end * SAMPLE_RATE // 1000)
             if b - a >= SAMPLE_RATE // 100:
-                segments.append(SpeechSegment(start_s=a / SAMPLE_RATE, end_s=b / SAMPLE_RATE, samples=audio.samples[a:b]))
+                segments.append(
+                    SpeechSegment(start_s=a / SAMPLE_RATE, end_s=b / SAMPLE_RATE, samples=audio.samples[a:b])
+                )
         return segments

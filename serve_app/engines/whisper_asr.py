@@ -57,6 +57,8 @@ class WhisperAsr:
             words += [Word(start_s=w.start, end_s=w.end, word=w.word.strip()) for w in (s.words or [])]
         return AsrResult(text=" ".join(t for t in texts if t), words=words)
 
-    def transcribe_batch(self, audios: Sequence[np.ndarray], options: Sequence[AsrOptions]) -> list[AsrResult]:
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], options: Sequence[AsrOptions]
+    ) -> list[AsrResult]:
         with self._lock:
             return [self._one(a, o) for a, o in zip(audios, options, strict=True)]

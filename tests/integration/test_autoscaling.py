@@ -17,7 +17,10 @@ from tests.conftest import SENTENCES
 from tests.integration.conftest import ServeCluster, app_config, funasr_args
 
 # The tiny test model drains its queue fast, so little audio ever waits: a low target.
-POLICY = {"policy_function": "serve_app.autoscaling:QueuedAudioPolicy", "policy_kwargs": {"target_queued_audio_s": 4}}
+POLICY = {
+    "policy_function": "serve_app.autoscaling:QueuedAudioPolicy",
+    "policy_kwargs": {"target_queued_audio_s": 4},
+}
 
 
 def asr_replicas(app: str) -> dict[str, int]:
@@ -85,6 +88,11 @@ def test_asr_scales_on_queued_audio_and_back(
             time.sleep(1)
         assert asr_replicas("autoscale") == {"RUNNING": 1}
         # And it still answers.
-        assert httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("s.wav", audio)}, timeout=60).status_code == 200
+        assert (
+            httpx.post(
+                f"{url}/v1/audio/transcriptions", files={"file": ("s.wav", audio)}, timeout=60
+            ).status_code
+            == 200
+        )
     finally:
         serve_cluster.remove("autoscale")

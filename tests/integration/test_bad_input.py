@@ -56,7 +56,9 @@ def test_bad_input(local_app: str, case: str) -> None:
 
 
 def test_video_without_audio(local_app: str) -> None:
-    video = synthesize(["-f", "lavfi", "-i", "testsrc=size=64x64:rate=5"], ["-t", "1", "-c:v", "mpeg4", "-f", "matroska"])
+    video = synthesize(
+        ["-f", "lavfi", "-i", "testsrc=size=64x64:rate=5"], ["-t", "1", "-c:v", "mpeg4", "-f", "matroska"]
+    )
     err = assert_error(post(local_app, {"file": ("v.mkv", video)}), 415, "unsupported_audio")
     assert "no audio stream" in err["message"]
 
@@ -94,7 +96,10 @@ def test_overload_is_429_with_retry_after(funasr_app: str, speech_wav: bytes) ->
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=120) as c:
             return await asyncio.gather(
-                *(c.post(f"{funasr_app}/v1/audio/transcriptions", files={"file": ("s.wav", speech_wav)}) for _ in range(24))
+                *(
+                    c.post(f"{funasr_app}/v1/audio/transcriptions", files={"file": ("s.wav", speech_wav)})
+                    for _ in range(24)
+                )
             )
 
     responses = asyncio.run(burst())

@@ -48,13 +48,21 @@ def test_16_concurrent_requests_share_asr_batches(
         async def burst() -> list[httpx.Response]:
             async with httpx.AsyncClient(timeout=300) as c:
                 return await asyncio.gather(
-                    *(c.post(f"{local_app}/v1/audio/transcriptions", files={"file": ("s.wav", audio)}) for _ in range(16))
+                    *(
+                        c.post(f"{local_app}/v1/audio/transcriptions", files={"file": ("s.wav", audio)})
+                        for _ in range(16)
+                    )
                 )
 
         responses = asyncio.run(burst())
         assert [r.status_code for r in responses] == [200] * 16
-        assert all("tomorrow" in r.json()["text"].lower() for r in responses), [r.json()["text"] for r in responses]
+        assert all("tomorrow" in r.json()["text"].lower() for r in responses), [
+            r.json()["text"] for r in responses
+        ]
         stats = asr.stats.remote().result()
+        print(
+            f"16 concurrent requests → ASR batches {stats['batch_size_counts']}, mean {stats['mean_batch_size']:.1f}"
+        )
         # Two segments per request.
         assert sum(int(k) * v for k, v in stats["batch_size_counts"].items()) == 32, stats
         assert max(int(k) for k in stats["batch_size_counts"]) > 2, f"no batch spans requests: {stats}"
@@ -67,7 +75,9 @@ def test_16_concurrent_requests_share_asr_batches(
         )
 
 
-def test_two_half_gpu_replicas_pack_and_a_third_waits(serve_cluster: ServeCluster, tiny_models: dict[str, Path]) -> None:
+def test_two_half_gpu_replicas_pack_and_a_third_waits(
+    serve_cluster: ServeCluster, tiny_models: dict[str, Path]
+) -> None:
     app = app_config(
         "local.yaml",
         "gpupack",

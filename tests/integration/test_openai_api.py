@@ -62,7 +62,9 @@ def test_json_human_speech(client: openai.OpenAI, beckett_wav: Path) -> None:
 
 
 def test_text_format(client: openai.OpenAI, two_sentences: bytes) -> None:
-    text = client.audio.transcriptions.create(model="whisper-1", file=("s.wav", two_sentences), response_format="text")
+    text = client.audio.transcriptions.create(
+        model="whisper-1", file=("s.wav", two_sentences), response_format="text"
+    )
     assert isinstance(text, str)
     assert_heard(text, " ".join(SENTENCES))
 
@@ -87,7 +89,9 @@ def test_verbose_json_segments_and_words(client: openai.OpenAI, two_sentences: b
 
 @pytest.mark.parametrize("fmt", ["srt", "vtt"])
 def test_subtitles(client: openai.OpenAI, two_sentences: bytes, fmt: str) -> None:
-    body = client.audio.transcriptions.create(model="whisper-1", file=("s.wav", two_sentences), response_format=fmt)  # type: ignore[call-overload]
+    body = client.audio.transcriptions.create(
+        model="whisper-1", file=("s.wav", two_sentences), response_format=fmt
+    )  # type: ignore[call-overload]
     assert isinstance(body, str)
     stamps = re.findall(r"(\d\d:\d\d:\d\d[,.]\d\d\d) --> (\d\d:\d\d:\d\d[,.]\d\d\d)", body)
     assert len(stamps) == 2, body

@@ -101,7 +101,9 @@ def test_garbage_is_415() -> None:
 
 
 def test_video_without_audio_is_415() -> None:
-    video = synthesize(["-f", "lavfi", "-i", "testsrc=size=64x64:rate=5"], ["-t", "1", "-c:v", "mpeg4", "-f", "matroska"])
+    video = synthesize(
+        ["-f", "lavfi", "-i", "testsrc=size=64x64:rate=5"], ["-t", "1", "-c:v", "mpeg4", "-f", "matroska"]
+    )
     with pytest.raises(UnsupportedAudio, match="no audio stream"):
         FfmpegDecoder(max_audio_s=60).decode(video)
 

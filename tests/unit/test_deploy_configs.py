@@ -20,7 +20,9 @@ def serve_configs() -> dict[str, dict[str, Any]]:
     out = {}
     for path in sorted(DEPLOY.glob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
-        out[path.name] = yaml.safe_load(doc["spec"]["serveConfigV2"]) if doc.get("kind") == "RayService" else doc
+        out[path.name] = (
+            yaml.safe_load(doc["spec"]["serveConfigV2"]) if doc.get("kind") == "RayService" else doc
+        )
     return out
 
 

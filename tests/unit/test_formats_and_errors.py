@@ -71,7 +71,9 @@ def test_error_shape(cls: type[errors.ServeError], status: int) -> None:
     err = pickle.loads(pickle.dumps(cls("boom happened")))  # crosses actor boundaries
     resp = error_response(err, "req-1")
     assert resp.status_code == status
-    assert json.loads(bytes(resp.body)) == {"error": {"type": cls.type, "message": "boom happened", "request_id": "req-1"}}
+    assert json.loads(bytes(resp.body)) == {
+        "error": {"type": cls.type, "message": "boom happened", "request_id": "req-1"}
+    }
     assert ("retry-after" in resp.headers) == (status == 429)
 
 
@@ -87,4 +89,6 @@ def test_ray_wrapped_errors_unwrap() -> None:
     wrapped = RayTaskError("decode", "Traceback...", errors.UnsupportedAudio("the file has no audio stream"))
     err = as_serve_error(wrapped.as_instanceof_cause())
     assert type(err) is errors.UnsupportedAudio and err.message == "the file has no audio stream"
-    assert isinstance(as_serve_error(BackPressureError(num_queued_requests=5, max_queued_requests=5)), errors.Overloaded)
+    assert isinstance(
+        as_serve_error(BackPressureError(num_queued_requests=5, max_queued_requests=5)), errors.Overloaded
+    )

@@ -23,7 +23,9 @@ def test_embedded_models_resolve_to_real_weights() -> None:
 def test_local_directory_and_model_dir(tmp_path: Path) -> None:
     (tmp_path / "iic" / "speech_fsmn_vad_zh-cn-16k-common-pytorch").mkdir(parents=True)
     settings = Settings(model_dir=tmp_path)
-    assert resolve("fsmn-vad", settings) == (tmp_path / "iic/speech_fsmn_vad_zh-cn-16k-common-pytorch").resolve()
+    assert (
+        resolve("fsmn-vad", settings) == (tmp_path / "iic/speech_fsmn_vad_zh-cn-16k-common-pytorch").resolve()
+    )
     assert resolve(str(tmp_path), settings) == tmp_path.resolve()
 
 
@@ -39,7 +41,9 @@ def test_download_fails_fast_when_hub_unreachable(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    settings = Settings(model_dir=tmp_path, allow_download=True, hub_host="127.0.0.1", hub_port=port, hub_timeout_s=2)
+    settings = Settings(
+        model_dir=tmp_path, allow_download=True, hub_host="127.0.0.1", hub_port=port, hub_timeout_s=2
+    )
     start = time.monotonic()
     with pytest.raises(ModelUnavailable, match="offline"):
         download("paraformer-zh", settings)

@@ -46,7 +46,17 @@ def test_long_speech_is_split_to_the_limit(say: Callable[[str], np.ndarray]) -> 
 
 def test_split_regions() -> None:
     assert split_regions([(0, 1000), (1200, 2000)], max_segment_s=30, merge_gap_s=0.5) == [(0, 2000)]
-    assert split_regions([(0, 1000), (1200, 2000)], max_segment_s=30, merge_gap_s=0.1) == [(0, 1000), (1200, 2000)]
-    assert split_regions([(0, 70_000)], max_segment_s=30, merge_gap_s=0) == [(0, 23333), (23333, 46667), (46667, 70000)]
+    assert split_regions([(0, 1000), (1200, 2000)], max_segment_s=30, merge_gap_s=0.1) == [
+        (0, 1000),
+        (1200, 2000),
+    ]
+    assert split_regions([(0, 70_000)], max_segment_s=30, merge_gap_s=0) == [
+        (0, 23333),
+        (23333, 46667),
+        (46667, 70000),
+    ]
     # Merging never builds a segment longer than the limit.
-    assert split_regions([(0, 20_000), (20_100, 40_000)], max_segment_s=30, merge_gap_s=1) == [(0, 20_000), (20_100, 40_000)]
+    assert split_regions([(0, 20_000), (20_100, 40_000)], max_segment_s=30, merge_gap_s=1) == [
+        (0, 20_000),
+        (20_100, 40_000),
+    ]
