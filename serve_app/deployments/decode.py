@@ -16,7 +16,8 @@ from serve_app.metrics import decode_failures
 class DecodeDeployment:
     def __init__(self, args: PipelineArgs) -> None:
         self._decoder = FfmpegDecoder(max_audio_s=args.limits.max_audio_s)
-        # ffmpeg runs in a subprocess: a few at once keep both cores busy.
+        # One ffmpeg at a time per replica (each uses `threads` cores); more decoding
+        # capacity comes from more replicas (autoscaling in the deploy YAML).
         self._worker = Worker("decode")
         self._decoder.decode(_SILENT_WAV)  # warm up: the binary is found and runs
 

@@ -41,8 +41,11 @@ def as_serve_error(exc: BaseException) -> ServeError:
 
     cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
     if isinstance(cause, ServeError):
-        # Ray re-raises a subclass of both RayTaskError and the cause; rebuild the plain one.
-        return type(cause)(getattr(cause, "message", str(cause))) if cause is exc else cause
+        # A RayTaskError without .cause is itself a subclass of the cause's type (Ray's
+        # as_instanceof_cause) and lacks our attributes: rebuild the plain error.
+        if isinstance(cause, RayTaskError):
+            return type(cause)(getattr(cause, "message", None) or str(cause))
+        return cause
     if isinstance(cause, BackPressureError):
         return Overloaded("the ASR queue is full; retry shortly")
     if isinstance(cause, asyncio.TimeoutError | TimeoutError):

@@ -126,8 +126,8 @@ class FunasrAsr:
             # process-wide thread count to its own ncpu; take ours back.
             if torch.get_num_threads() != self.threads:
                 torch.set_num_threads(self.threads)
-            out = self.model.inference(data_in=audios, key=keys, **self._kwargs, **extra)
-        results = out[0] if isinstance(out, tuple) else out
+            raw = self.model.inference(data_in=audios, key=keys, **self._kwargs, **extra)
+        results = raw[0] if isinstance(raw, tuple) else raw
         if not results:
             # FunASR returns [] when no input in the batch produced a single token.
             return [AsrResult(text="") for _ in audios]
@@ -145,9 +145,7 @@ class FunasrAsr:
     def transcribe_batch(
         self, audios: Sequence[np.ndarray], options: Sequence[AsrOptions]
     ) -> list[AsrResult]:
-        if not audios:
-            return []
-        results: list[AsrResult | None] = [None] * len(audios)
+        results: dict[int, AsrResult] = {}
 
         # Options that change how the model runs split the batch; everything else shares it.
         def group_key(i: int) -> tuple[str, bool]:
@@ -162,4 +160,5 @@ class FunasrAsr:
                     idx, self._infer([audios[i] for i in idx], words, hotwords or None), strict=True
                 ):
                     results[i] = r
-        return [r if r is not None else AsrResult(text="") for r in results]
+        # The groups and buckets partition the batch: every index has its result.
+        return [results[i] for i in range(len(audios))]

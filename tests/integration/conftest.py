@@ -4,10 +4,12 @@ overrides merged in (model paths, names, limits)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from serve_app.devtools import LocalServe, app_config
@@ -56,3 +58,18 @@ def funasr_app(serve_cluster: ServeCluster, tiny_models: dict[str, Path]) -> str
         deployments={"Ingress": {"max_ongoing_requests": 2, "max_queued_requests": 2}},
     )
     return serve_cluster.deploy(app)
+
+
+def post_concurrently(url: str, audio: bytes, n: int, timeout_s: float = 300) -> list[httpx.Response]:
+    """``n`` transcription requests for ``audio`` sent to ``url`` at once."""
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=timeout_s) as c:
+            return await asyncio.gather(
+                *(
+                    c.post(f"{url}/v1/audio/transcriptions", files={"file": ("s.wav", audio)})
+                    for _ in range(n)
+                )
+            )
+
+    return asyncio.run(burst())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 from collections.abc import Callable
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.audio import synthesize, wav_bytes
+from tests.integration.conftest import post_concurrently
 
 
 def assert_error(resp: httpx.Response, status: int, type_: str) -> dict[str, str]:
@@ -93,16 +93,7 @@ def test_failures_leave_no_temp_files_and_server_answers(local_app: str, speech_
 
 def test_overload_is_429_with_retry_after(funasr_app: str, speech_wav: bytes) -> None:
     # funasr_app's ingress takes 2 requests and queues 2 more; 24 at once must be refused, not queued.
-    async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=120) as c:
-            return await asyncio.gather(
-                *(
-                    c.post(f"{funasr_app}/v1/audio/transcriptions", files={"file": ("s.wav", speech_wav)})
-                    for _ in range(24)
-                )
-            )
-
-    responses = asyncio.run(burst())
+    responses = post_concurrently(funasr_app, speech_wav, 24, timeout_s=120)
     codes = [r.status_code for r in responses]
     assert set(codes) <= {200, 429}, codes
     assert codes.count(429) >= 10 and codes.count(200) >= 2, codes

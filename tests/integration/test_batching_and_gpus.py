@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import numpy as np
 from ray import serve
 
 from tests.audio import wav_bytes, with_pauses
 from tests.conftest import SENTENCES
-from tests.integration.conftest import ServeCluster, app_config, funasr_args
+from tests.integration.conftest import ServeCluster, app_config, funasr_args, post_concurrently
 
 
 def _set_user_config(cluster: ServeCluster, app: str, **knobs: float) -> dict[str, object]:
@@ -44,17 +42,7 @@ def test_16_concurrent_requests_share_asr_batches(
     asr.reset_stats.remote().result()
     audio = wav_bytes(with_pauses([say(s) for s in SENTENCES], 2.0))
     try:
-
-        async def burst() -> list[httpx.Response]:
-            async with httpx.AsyncClient(timeout=300) as c:
-                return await asyncio.gather(
-                    *(
-                        c.post(f"{local_app}/v1/audio/transcriptions", files={"file": ("s.wav", audio)})
-                        for _ in range(16)
-                    )
-                )
-
-        responses = asyncio.run(burst())
+        responses = post_concurrently(local_app, audio, 16)
         assert [r.status_code for r in responses] == [200] * 16
         assert all("tomorrow" in r.json()["text"].lower() for r in responses), [
             r.json()["text"] for r in responses
