@@ -39,16 +39,17 @@ test: install system-test-deps
 test-all: install system-test-deps
 	$(PY) -m pytest
 
+LINT_DIRS := serve_app tools tests load bench
 lint: install
-	$(VENV)/bin/ruff format --check serve_app tests load bench
-	$(VENV)/bin/ruff check serve_app tests load bench
+	$(VENV)/bin/ruff format --check $(LINT_DIRS)
+	$(VENV)/bin/ruff check $(LINT_DIRS)
 	$(VENV)/bin/mypy
 
 tiny-models: install
-	$(PY) -m serve_app.tiny_models --out models/tiny
+	$(PY) -m tools.tiny_models --out models/tiny
 
 models: install
-	$(PY) -m serve_app.models download paraformer-zh fsmn-vad ct-punc
+	$(PY) -m serve_app.model_paths download paraformer-zh fsmn-vad ct-punc
 
 bench: install system-test-deps
 	$(PY) -m bench.run --model tiny

@@ -33,6 +33,7 @@ import numpy as np
 from load.clips import Clip, build_clip_mix
 from serve_app.contracts import AsrOptions, DecodedAudio, SpeechSegment
 from serve_app.engines.decode import FfmpegDecoder
+from serve_app.gpu import GpuProbe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,30 +73,8 @@ def workload(clips: list[Clip], audio_s: float, seed: int = 0) -> list[Clip]:
     return out
 
 
-class Gpu:
-    """GPU utilisation and memory via NVML; absent GPU → None everywhere."""
-
-    def __init__(self) -> None:
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-            self._h = pynvml.nvmlDeviceGetHandleByIndex(0)
-            self.name: str | None = str(pynvml.nvmlDeviceGetName(self._h))
-        except Exception:
-            self._nvml, self.name = None, None
-
-    def sample(self) -> tuple[float | None, float | None]:
-        if self._nvml is None:
-            return None, None
-        util = self._nvml.nvmlDeviceGetUtilizationRates(self._h).gpu
-        mem = self._nvml.nvmlDeviceGetMemoryInfo(self._h).used / 2**20
-        return float(util), float(mem)
-
-
 def model_dir(size: str) -> Path:
-    from serve_app.tiny_models import write_tiny_models
+    from tools.tiny_models import write_tiny_models
 
     paths = write_tiny_models(ROOT / "models" / "tiny", large=size == "large")
     return paths["paraformer-large-random" if size == "large" else "paraformer-tiny"]
@@ -114,7 +93,7 @@ def direct(
 ) -> dict[str, Any]:
     from serve_app.engines.funasr_asr import FunasrAsr
     from serve_app.engines.vad import FsmnVad
-    from serve_app.models import resolve
+    from serve_app.model_paths import resolve
 
     vad = FsmnVad(resolve("embedded:fsmn-vad"), max_segment_s=30, threads=1)
     asr = FunasrAsr(model, device=device, threads=threads)
@@ -209,12 +188,12 @@ async def _send(url: str, payloads: list[tuple[bytes, float]], concurrency: int)
 
 
 def served(
-    model: Path, payloads: list[tuple[bytes, float]], ten_s: bytes, args: argparse.Namespace, gpu: Gpu
+    model: Path, payloads: list[tuple[bytes, float]], ten_s: bytes, args: argparse.Namespace, gpu: GpuProbe
 ) -> dict[str, Any]:
     import psutil
     from ray import serve
 
-    from serve_app.devtools import LocalServe, app_config
+    from tools.local_serve import LocalServe, app_config
 
     num_gpus = 1 if gpu.name else None
     cluster = LocalServe.start(num_cpus=max(8, os.cpu_count() or 2), num_gpus=num_gpus, object_store_mb=1000)
@@ -255,7 +234,8 @@ def served(
             psutil.cpu_percent(None)
             wall, lat = asyncio.run(_send(url, payloads, c))
             cpu = psutil.cpu_percent(None)
-            util, mem = gpu.sample()
+            reading = next(iter(gpu.read()), None)
+            util, mem = (reading.utilization_pct, reading.memory_used_mb) if reading else (None, None)
             stats = asr.stats.remote().result()
             row = Row(
                 "served",
@@ -371,7 +351,7 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     workload_s = args.workload_s or (420.0 if args.model == "large" else 900.0)
 
-    gpu = Gpu()
+    gpu = GpuProbe.visible()
     device = "cuda" if gpu.name else "cpu"
     machine = gpu.name or f"CPU, {os.cpu_count()} cores"
     print(

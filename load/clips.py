@@ -5,23 +5,20 @@ near-silence (so a VAD has real pauses to cut at), padded to an exact length and
 16 kHz mono 16-bit WAV under a cache directory. Building is deterministic (fixed seeds, fixed
 sentence order), so every machine gets the same clips for the same ``CLIP_VERSION``.
 
-Kept to numpy + the standard library + the ``espeak-ng`` binary: the benchmark imports it too.
+Speech comes from ``tools.audio.speak`` (espeak-ng); the benchmark imports this module too.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import io
-import os
-import shutil
-import subprocess
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from tools.audio import speak, write_wav
 
 SAMPLE_RATE = 16_000
 DEFAULT_CACHE_DIR = Path(".cache/clips")
@@ -87,53 +84,6 @@ class Clip:
         return f"{self.duration_s:g}s"
 
 
-class EspeakMissing(RuntimeError):
-    """``espeak-ng`` is not on PATH (``make system-test-deps`` installs it)."""
-
-
-def _read_wav(data: bytes) -> tuple[np.ndarray, int]:
-    """Mono float32 samples in [-1, 1] and the sample rate of 16-bit PCM WAV bytes."""
-    with wave.open(io.BytesIO(data)) as w:
-        if w.getsampwidth() != 2:
-            raise ValueError(f"expected 16-bit PCM, got {8 * w.getsampwidth()}-bit")
-        rate, channels = w.getframerate(), w.getnchannels()
-        # espeak-ng --stdout writes a placeholder frame count: read to the end instead.
-        pcm = np.frombuffer(w.readframes(2**31 - 1), dtype="<i2")
-    samples = pcm.reshape(-1, channels).mean(axis=1) / 32768.0
-    return samples.astype(np.float32), rate
-
-
-def _resample(x: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Band-limited resampling by truncating (or zero-padding) the spectrum.
-
-    Exact for a finite clip and numpy-only; the sentences are short, so one FFT each is cheap.
-    """
-    if rate == target or x.size == 0:
-        return x
-    n_out = round(x.size * target / rate)
-    spectrum = np.fft.rfft(x)
-    y = (
-        np.fft.irfft(spectrum, n=n_out)
-        if n_out >= x.size
-        else np.fft.irfft(spectrum[: n_out // 2 + 1], n=n_out)
-    )
-    return (y * (n_out / x.size)).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=len(SENTENCES) * len(VOICES))
-def speak(text: str, voice: str = "en-us") -> np.ndarray:
-    """``text`` spoken by espeak-ng, as 16 kHz float32 samples with edge silence trimmed."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise EspeakMissing("espeak-ng is not installed; run `make system-test-deps`")
-    wav = subprocess.run([exe, "-v", voice, "--stdout", text], check=True, capture_output=True).stdout
-    samples, rate = _read_wav(wav)
-    voiced = np.flatnonzero(np.abs(samples) > 0.01)
-    if voiced.size:  # espeak pads both ends; the mix controls every pause itself
-        samples = samples[voiced[0] : voiced[-1] + 1]
-    return _resample(samples, rate)
-
-
 def synthesize(duration_s: float, seed: int) -> np.ndarray:
     """Exactly ``duration_s`` of speech: sentences and random pauses, silence-padded at the end.
 
@@ -154,7 +104,7 @@ def synthesize(duration_s: float, seed: int) -> np.ndarray:
                 if used > parts[0].size
                 else None
             )
-            speech = speak(SENTENCES[idx], VOICES[turn % len(VOICES)])
+            speech = speak(SENTENCES[idx], VOICES[turn % len(VOICES)], trim=True)
             need = speech.size + (pause.size if pause is not None else 0)
             if used + need > total:
                 continue
@@ -170,18 +120,6 @@ def synthesize(duration_s: float, seed: int) -> np.ndarray:
     audio = np.pad(audio, (0, total - audio.size))
     audio += rng.normal(0.0, NOISE_FLOOR, size=audio.size).astype(np.float32)
     return audio
-
-
-def write_wav(path: Path, samples: np.ndarray) -> None:
-    """Write 16 kHz mono 16-bit PCM atomically (a reader never sees a half-written clip)."""
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with wave.open(str(tmp), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(pcm.tobytes())
-    tmp.replace(path)
 
 
 def wav_duration_s(path: Path) -> float:

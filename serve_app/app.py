@@ -7,28 +7,42 @@ missing model fails ``serve run`` at once with a message instead of a crash-loop
 
 from __future__ import annotations
 
+from typing import Any
+
 from ray.serve import Application
 
 from serve_app.config import PipelineArgs, Settings
+from serve_app.contracts import ServedModel
 from serve_app.deployments.asr import AsrDeployment
 from serve_app.deployments.decode import DecodeDeployment
 from serve_app.deployments.ingress import Ingress
 from serve_app.deployments.postprocess import PostprocessDeployment
 from serve_app.deployments.vad import VadDeployment
-from serve_app.models import resolve
+from serve_app.engines import supported_languages
+from serve_app.model_paths import resolve
 
 
-def build_app(args: PipelineArgs) -> Application:
-    if not isinstance(args, PipelineArgs):  # Serve passes a dict when called from Python
+def build_app(args: PipelineArgs | dict[str, Any]) -> Application:
+    if not isinstance(args, PipelineArgs):  # Serve passes a dict when called from a config
         args = PipelineArgs.model_validate(args or {})
     settings = Settings()
-    asr_dir = str(resolve(args.asr.model, settings))
+    asr_dir = resolve(args.asr.model, settings)
     vad_dir = str(resolve(args.vad.model, settings))
-    punc_dir = str(resolve(args.postprocess.punc_model, settings)) if args.postprocess.punc_model else None
+    punc = args.postprocess.punc_model
+    punc_dir = str(resolve(punc, settings)) if punc else None
+    served = ServedModel(
+        names=list(args.asr.served_names),
+        language=args.asr.language,
+        languages=supported_languages(args.asr, asr_dir),
+    )
+    if served.language not in served.languages:
+        raise ValueError(
+            f"asr.language {served.language!r} is not one this model transcribes ({', '.join(served.languages)})"
+        )
 
     # @serve.deployment turns each class into a Deployment; mypy still sees the class.
-    decode = DecodeDeployment.bind(args)  # type: ignore[attr-defined]
-    vad = VadDeployment.bind(args, vad_dir)  # type: ignore[attr-defined]
-    asr = AsrDeployment.bind(args, asr_dir)  # type: ignore[attr-defined]
-    post = PostprocessDeployment.bind(args, punc_dir)  # type: ignore[attr-defined]
-    return Ingress.bind(decode, vad, asr, post, args)  # type: ignore[attr-defined]
+    decode = DecodeDeployment.bind(args.limits)  # type: ignore[attr-defined]
+    vad = VadDeployment.bind(args.vad, vad_dir)  # type: ignore[attr-defined]
+    asr = AsrDeployment.bind(args.asr, str(asr_dir))  # type: ignore[attr-defined]
+    post = PostprocessDeployment.bind(args.postprocess, punc_dir)  # type: ignore[attr-defined]
+    return Ingress.bind(decode, vad, asr, post, served, args.limits, args.retry)  # type: ignore[attr-defined]

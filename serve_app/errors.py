@@ -1,5 +1,5 @@
 """The error hierarchy. Raised anywhere in the graph, shaped into a response in one place
-(``deployments/ingress.py``). Every class is picklable (plain ``Exception`` subclasses with a
+(``serve_app/api/errors.py``). Every class is picklable (plain ``Exception`` subclasses with a
 single message argument) so it survives the hop between Ray actors."""
 
 from __future__ import annotations
@@ -36,6 +36,13 @@ class PayloadTooLarge(ServeError):
 
     status_code = 413
     type = "payload_too_large"
+
+
+class NotFound(ServeError):
+    """No such route or resource."""
+
+    status_code = 404
+    type = "not_found"
 
 
 class ModelNotFound(ServeError):

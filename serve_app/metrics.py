@@ -8,6 +8,8 @@ from typing import Any
 
 from ray.serve import metrics
 
+from serve_app.gpu import GpuProbe
+
 BATCH_BOUNDARIES = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]
 SECONDS_BOUNDARIES = [1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0]
 RTF_BOUNDARIES = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
@@ -54,31 +56,8 @@ def decode_failures() -> Any:
     )
 
 
-class GpuProbe:
-    """NVML readings for the GPUs Ray assigned this replica. No GPU or no NVML → no readings,
-    no errors, and the GPU metrics are simply never set."""
-
-    def __init__(self) -> None:
-        self._handles: list[tuple[str, Any]] = []
-        try:
-            import pynvml
-            import ray
-
-            ids = [int(i) for i in ray.get_gpu_ids()]
-            if not ids:
-                return
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-            self._handles = [(str(i), pynvml.nvmlDeviceGetHandleByIndex(i)) for i in ids]
-        except Exception:
-            self._handles = []
-
-    def record(self) -> None:
-        for gpu, h in self._handles:
-            try:
-                asr_metrics()["gpu_mem"].set(self._nvml.nvmlDeviceGetMemoryInfo(h).used, tags={"gpu": gpu})
-                asr_metrics()["gpu_util"].set(
-                    self._nvml.nvmlDeviceGetUtilizationRates(h).gpu, tags={"gpu": gpu}
-                )
-            except Exception:
-                pass
+def record_gpus(probe: GpuProbe) -> None:
+    """Export the probe's readings (nothing without a GPU)."""
+    for r in probe.read():
+        asr_metrics()["gpu_mem"].set(r.memory_used_mb * 2**20, tags={"gpu": str(r.index)})
+        asr_metrics()["gpu_util"].set(r.utilization_pct, tags={"gpu": str(r.index)})

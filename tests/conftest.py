@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.audio import speak
+from tools.audio import speak
 
 # Tests own their environment: no cluster address, no auth token, no user model dir.
 os.environ.pop("RAY_ADDRESS", None)
@@ -18,21 +18,11 @@ os.environ["RAY_AUTH_MODE"] = "disabled"
 for key in [k for k in os.environ if k.startswith("FUNASR_SERVE_")]:
     os.environ.pop(key)
 
-SENTENCES = [
-    "Please call me back tomorrow morning.",
-    "The weather is very cold this winter.",
-]
-
 
 @pytest.fixture(scope="session")
-def audio_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("audio")
-
-
-@pytest.fixture(scope="session")
-def say(audio_cache: Path) -> Callable[[str], np.ndarray]:
+def say() -> Callable[[str], np.ndarray]:
     """Factory: English text → espeak-ng speech at 16 kHz."""
-    return lambda text: speak(text, audio_cache)
+    return speak
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +39,6 @@ def beckett_wav() -> Path:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Random-weight FunASR models of the real architectures (Paraformer, CT-punc)."""
-    from serve_app.tiny_models import write_tiny_models
+    from tools.tiny_models import write_tiny_models
 
     return write_tiny_models(tmp_path_factory.mktemp("models"))

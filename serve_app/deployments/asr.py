@@ -1,9 +1,8 @@
 """ASR stage: segments from many concurrent requests form one batch.
 
 Each request's segments enter ``_infer`` one by one; ``@serve.batch`` gathers items from all
-requests on the replica. A batch is bounded by count *and* by audio seconds: every item costs
-``max(its seconds, max_batch_audio_s / max_batch_count)`` and a batch may cost at most
-``max_batch_audio_s`` (``batch_size_fn``). The knobs come from ``user_config`` and change via
+requests on the replica. A batch is bounded by count *and* by audio seconds
+(``engines.batching.item_cost``). The knobs come from ``user_config`` and change via
 ``reconfigure()`` without a restart.
 """
 
@@ -22,20 +21,14 @@ from pydantic import BaseModel, Field
 from ray import serve
 
 from serve_app.autoscaling import QUEUED_AUDIO_METRIC
-from serve_app.config import PipelineArgs
-from serve_app.contracts import (
-    SAMPLE_RATE,
-    AsrOptions,
-    AsrResult,
-    Segmentation,
-    Transcript,
-    TranscriptSegment,
-    Word,
-)
-from serve_app.deployments.common import WARMUP_AUDIO, Worker, logger
+from serve_app.config import FunasrArgs, WhisperArgs
+from serve_app.contracts import SAMPLE_RATE, AsrOptions, AsrResult, Priority, Segmentation, Transcript
+from serve_app.deployments.common import WARMUP_AUDIO, Worker, logger, pick_device, replica_info
 from serve_app.engines import build_asr
-from serve_app.errors import ModelUnavailable
-from serve_app.metrics import GpuProbe, asr_metrics
+from serve_app.engines.batching import batch_cost, item_cost
+from serve_app.engines.transcript import assemble
+from serve_app.gpu import GpuProbe
+from serve_app.metrics import asr_metrics, record_gpus
 
 
 class BatchConfig(BaseModel):
@@ -61,38 +54,25 @@ class _Item:
 
 
 def _batch_cost(items: list[_Item]) -> int:
-    return math.ceil(sum(i.cost for i in items))
-
-
-def pick_device(preference: str) -> str:
-    """CUDA when Ray assigned this replica a GPU and CUDA works; CPU otherwise."""
-    if preference == "cpu":
-        return "cpu"
-    import ray
-    import torch
-
-    if ray.get_gpu_ids() and torch.cuda.is_available():
-        return "cuda"
-    if preference == "cuda":
-        raise ModelUnavailable("asr.device is 'cuda' but this replica has no usable GPU")
-    return "cpu"
+    return batch_cost(i.cost for i in items)
 
 
 @serve.deployment(name="ASR", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
 class AsrDeployment:
-    def __init__(self, args: PipelineArgs, model_dir: str) -> None:
-        self.device = pick_device(args.asr.device)
-        self.engine = build_asr(args.asr, Path(model_dir), self.device)
-        self.language = args.asr.language
+    def __init__(self, asr: FunasrArgs | WhisperArgs, model_dir: str) -> None:
+        self.device = pick_device(asr.device)
+        self.engine = build_asr(asr, Path(model_dir), self.device)
+        self.language = asr.language
         self._worker = Worker("asr")
         self._batch_sizes: Counter[int] = Counter()
         self._batch_audio_s: list[float] = []
         self._config = BatchConfig()
         self._queued_audio_s = 0.0
+        self._inflight = 0
         self._busy_s = 0.0
         self._since = time.monotonic()
         self._metrics = asr_metrics()
-        self._gpu = GpuProbe()
+        self._gpu = GpuProbe.assigned()
         self.reconfigure({})
         # Warm up before the replica reports ready: the first forward pass is much slower.
         self.engine.transcribe_batch([WARMUP_AUDIO, WARMUP_AUDIO[:8000]], [AsrOptions(), AsrOptions()])
@@ -105,10 +85,6 @@ class AsrDeployment:
         self._infer.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)  # type: ignore[attr-defined]
         if hasattr(self.engine, "min_fill"):
             self.engine.min_fill = self._config.min_fill
-
-    def _cost(self, seconds: float) -> float:
-        c = self._config
-        return min(max(seconds, c.max_batch_audio_s / c.max_batch_count), c.max_batch_audio_s)
 
     @serve.batch(max_batch_size=240, batch_wait_timeout_s=0.01, batch_size_fn=_batch_cost)
     async def _infer(self, items: list[_Item]) -> list[AsrResult]:
@@ -126,42 +102,46 @@ class AsrDeployment:
         self._metrics["processed"].inc(audio_s)
         return results
 
-    async def transcribe(self, seg: Segmentation, options: AsrOptions) -> Transcript:
+    async def transcribe(
+        self, seg: Segmentation, options: AsrOptions, priority: Priority = Priority.INTERACTIVE
+    ) -> Transcript:
         audio_s = sum(s.duration_s for s in seg.segments)
+        self._inflight += 1
         self._queued_audio_s += audio_s
         if audio_s > 0:  # Ray's Counter.inc rejects 0
             self._metrics["received"].inc(audio_s)
         self._metrics["queued"].set(self._queued_audio_s)
         start = time.perf_counter()
+        c = self._config
         try:
             results = await asyncio.gather(
-                *(self._infer(_Item(s.samples, options, self._cost(s.duration_s))) for s in seg.segments)
+                *(
+                    self._infer(
+                        _Item(
+                            s.samples,
+                            options,
+                            item_cost(s.duration_s, c.max_batch_count, c.max_batch_audio_s),
+                        )
+                    )
+                    for s in seg.segments
+                )
             )
         finally:
+            self._inflight -= 1
             self._queued_audio_s -= audio_s
             self._metrics["queued"].set(self._queued_audio_s)
         if audio_s > 0:
             self._metrics["rtf"].observe((time.perf_counter() - start) / audio_s)
-        segments = [
-            TranscriptSegment(
-                start_s=s.start_s,
-                end_s=s.end_s,
-                text=r.text,
-                words=[
-                    Word(float(s.start_s + w.start_s), float(s.start_s + w.end_s), w.word) for w in r.words
-                ],
-            )
-            for s, r in zip(seg.segments, results, strict=True)
-        ]
-        return Transcript(
-            language=options.language or self.language, duration_s=seg.duration_s, segments=segments
-        )
+        return assemble(seg, results, options.language or self.language)
 
     def stats(self) -> dict[str, Any]:
         """Batch sizes seen by this replica (for tests, the benchmark and operators)."""
         n = sum(self._batch_sizes.values())
         return {
+            **replica_info(),
             "device": self.device,
+            "inflight_requests": self._inflight,
+            "queued_audio_s": self._queued_audio_s,
             "batches": n,
             "batch_size_counts": dict(self._batch_sizes),
             "mean_batch_size": sum(k * v for k, v in self._batch_sizes.items()) / n if n else 0.0,
@@ -176,7 +156,7 @@ class AsrDeployment:
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Queued + running audio seconds, for ``serve_app.autoscaling.QueuedAudioPolicy``
         (read from our own counter, never from @serve.batch internals)."""
-        self._gpu.record()
+        record_gpus(self._gpu)
         return {QUEUED_AUDIO_METRIC: self._queued_audio_s}
 
     def reset_stats(self) -> None:
@@ -187,3 +167,6 @@ class AsrDeployment:
 
     def ready(self) -> bool:
         return True
+
+    def info(self) -> dict[str, Any]:
+        return replica_info()

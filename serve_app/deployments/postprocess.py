@@ -4,26 +4,27 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ray import serve
 
-from serve_app.config import PipelineArgs
+from serve_app.config import PostprocessArgs
 from serve_app.contracts import PostOptions, TextStage, Transcript
-from serve_app.deployments.common import Worker
+from serve_app.deployments.common import Worker, replica_info
 from serve_app.engines.itn import WetextItn
 from serve_app.engines.punctuation import CtPunctuation
 
 
 @serve.deployment(name="Postprocess", ray_actor_options={"num_cpus": 0.25})
 class PostprocessDeployment:
-    def __init__(self, args: PipelineArgs, punc_model_dir: str | None) -> None:
+    def __init__(self, args: PostprocessArgs, punc_model_dir: str | None) -> None:
         self._punc: TextStage | None = (
-            CtPunctuation(Path(punc_model_dir), threads=args.postprocess.threads) if punc_model_dir else None
+            CtPunctuation(Path(punc_model_dir), threads=args.threads) if punc_model_dir else None
         )
-        self._itn: TextStage = WetextItn(args.postprocess.itn_language)
-        self._itn_default = args.postprocess.itn
+        self._itn: TextStage = WetextItn(args.itn_language)
+        self._itn_default = args.itn
         self._worker = Worker("post")
-        warm = ["你好世界" if args.postprocess.itn_language == "zh" else "hello world"]
+        warm = ["你好世界" if args.itn_language == "zh" else "hello world"]
         if self._punc:
             self._punc.process(warm)
         self._itn.process(warm)
@@ -43,3 +44,6 @@ class PostprocessDeployment:
 
     def ready(self) -> bool:
         return True
+
+    def info(self) -> dict[str, Any]:
+        return replica_info()

@@ -16,7 +16,7 @@ from functools import cache
 import ffmpeg  # ffmpeg-python: builds the command line
 import numpy as np
 
-from serve_app.contracts import SAMPLE_RATE, DecodedAudio
+from serve_app.contracts import SAMPLE_RATE, AudioSource, DecodedAudio
 from serve_app.errors import InternalError, InvalidRequest, PayloadTooLarge, ServeError, UnsupportedAudio
 
 logger = logging.getLogger(__name__)
@@ -37,93 +37,113 @@ class _Rule:
     message: str
 
 
-# ffmpeg's stderr → our error. First match wins; checked only when ffmpeg exits non-zero
-# or produces no samples. Anything unmatched is a 500: we do not blame the client for a
-# failure we do not understand.
+# ffmpeg's stderr → our error. First match wins, so specific rules come before the generic
+# "Invalid data" that ffmpeg prints after most of them. Checked only when ffmpeg exits non-zero.
+# Every row is reached by a real input in tests/unit/test_decode.py; anything unmatched is a
+# 500: we do not blame the client for a failure we do not understand.
 DECODE_FAILURES: tuple[_Rule, ...] = (
-    # The demuxer could not make sense of the bytes: not a media file at all, or truncated.
+    # MP4 family whose index (at the end of the file) is missing: an upload cut short.
+    _Rule("moov atom not found", UnsupportedAudio, "the MP4/M4A file is truncated (no moov atom)"),
+    # A media file, but with no audio stream (a silent video, an image).
+    _Rule("matches no streams", UnsupportedAudio, "the file has no audio stream"),
+    # A known container whose audio codec this ffmpeg cannot decode.
+    _Rule("no decoder found for", UnsupportedAudio, "the audio codec is not supported"),
+    # The demuxer ran off the end of a damaged container (e.g. a cut Matroska file); the input
+    # is an in-memory file, so this is never the disk's fault.
+    _Rule("Error opening input: Input/output error", UnsupportedAudio, "the file is damaged or truncated"),
+    # Not a media file at all: no demuxer recognises the bytes.
     _Rule(
         "Invalid data found when processing input",
         UnsupportedAudio,
         "the upload is not a media file ffmpeg can read",
     ),
-    # A media file, but with no audio stream (e.g. a silent video, an image).
-    _Rule("matches no streams", UnsupportedAudio, "the file has no audio stream"),
-    _Rule("does not contain any stream", UnsupportedAudio, "the file has no audio stream"),
-    # MP4 family with a broken or missing index.
-    _Rule("moov atom not found", UnsupportedAudio, "the MP4/M4A file is truncated (no moov atom)"),
-    # Known container, codec not compiled into this ffmpeg.
-    _Rule("Decoder (codec", UnsupportedAudio, "the audio codec is not supported"),
-    _Rule("Unknown decoder", UnsupportedAudio, "the audio codec is not supported"),
-    # The probe could not determine the format parameters (garbage with a plausible header).
-    _Rule("could not find codec parameters", UnsupportedAudio, "the audio stream could not be parsed"),
-    _Rule("Could not find codec parameters", UnsupportedAudio, "the audio stream could not be parsed"),
-    _Rule("Invalid argument", UnsupportedAudio, "the upload is not a media file ffmpeg can read"),
-    _Rule("End of file", UnsupportedAudio, "the upload ends before any audio"),
 )
+
+
+def matching_rule(stderr: str) -> _Rule | None:
+    return next((rule for rule in DECODE_FAILURES if rule.needle in stderr), None)
 
 
 def classify_failure(stderr: str) -> ServeError:
     """Map ffmpeg's stderr to an error with the right status code."""
-    for rule in DECODE_FAILURES:
-        if rule.needle in stderr:
-            return rule.error(rule.message)
+    rule = matching_rule(stderr)
+    if rule is not None:
+        return rule.error(rule.message)
     tail = stderr.strip().splitlines()[-1:] or ["no output"]
     logger.error("unclassified ffmpeg failure: %s", stderr[-2000:])
     return InternalError(f"audio decoding failed ({tail[0][:200]})")
 
 
 class FfmpegDecoder:
-    """Bytes in, ``DecodedAudio`` out."""
+    """An ``AudioSource`` in, ``DecodedAudio`` out."""
 
     def __init__(self, max_audio_s: float, timeout_s: float = 120.0, threads: int = 1) -> None:
         self.max_audio_s = max_audio_s
         self.timeout_s = timeout_s
         self.threads = threads
 
-    def _command(self, source: str) -> list[str]:
-        stream = ffmpeg.input(source, threads=self.threads).output(
+    def _command(self, source: str, start_s: float, duration_s: float) -> list[str]:
+        stream = ffmpeg.input(source, threads=self.threads, **({"ss": start_s} if start_s else {})).output(
             "pipe:",
             format="f32le",
             acodec="pcm_f32le",
             ac=1,
             ar=SAMPLE_RATE,
             map="0:a:0",
-            # Decode one second past the limit: enough to know the limit was crossed,
-            # without ever holding an unbounded file in memory.
-            t=self.max_audio_s + 1.0,
+            t=duration_s,
         )
         return list(
             stream.global_args("-nostdin", "-hide_banner", "-loglevel", "error").compile(cmd=ffmpeg_exe())
         )
 
-    def decode(self, data: bytes) -> DecodedAudio:
-        if not data:
-            raise InvalidRequest("the uploaded file is empty")
+    def decode(self, source: AudioSource | bytes) -> DecodedAudio:
+        """The whole upload (at most ``max_audio_s``, else 413), or the window the source names."""
+        if isinstance(source, bytes):
+            source = AudioSource(data=source)
+        window = source.duration_s is not None or source.start_s > 0
+        # Decode one second past the limit: enough to know it was crossed, without ever
+        # holding an unbounded file in memory.
+        want_s = source.duration_s if source.duration_s is not None else self.max_audio_s + 1.0
+        if source.path is not None:
+            samples = self._run(str(source.path), source.start_s, want_s, ())
+        else:
+            assert source.data is not None
+            if not source.data:
+                raise InvalidRequest("the uploaded file is empty")
+            samples = self._from_memory(source.data, source.start_s, want_s)
+        if samples.size == 0 and not (window and source.start_s > 0):
+            # ffmpeg "succeeded" but produced nothing: a container with an empty audio track.
+            raise UnsupportedAudio("the file contains no audio samples")
+        audio = DecodedAudio(
+            samples=samples,
+            offset_s=source.start_s,
+            # A window that came back whole may have more after it; a short one is the end.
+            complete=not window or samples.size < round(want_s * SAMPLE_RATE) - SAMPLE_RATE // 100,
+        )
+        if not window and audio.duration_s > self.max_audio_s:
+            raise PayloadTooLarge(f"audio is longer than the limit of {self.max_audio_s:.0f} s")
+        return audio
+
+    def _from_memory(self, data: bytes, start_s: float, want_s: float) -> np.ndarray:
         fd = os.memfd_create("upload", 0)
         try:
             with os.fdopen(os.dup(fd), "wb", closefd=True) as f:
                 f.write(data)
-            try:
-                proc = subprocess.run(
-                    self._command(f"/dev/fd/{fd}"),
-                    pass_fds=(fd,),
-                    capture_output=True,
-                    timeout=self.timeout_s,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired as e:
-                raise InternalError(f"audio decoding took longer than {self.timeout_s:.0f} s") from e
+            return self._run(f"/dev/fd/{fd}", start_s, want_s, (fd,))
         finally:
             os.close(fd)
-        stderr = proc.stderr.decode("utf-8", "replace")
+
+    def _run(self, source: str, start_s: float, want_s: float, pass_fds: tuple[int, ...]) -> np.ndarray:
+        try:
+            proc = subprocess.run(
+                self._command(source, start_s, want_s),
+                pass_fds=pass_fds,
+                capture_output=True,
+                timeout=self.timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise InternalError(f"audio decoding took longer than {self.timeout_s:.0f} s") from e
         if proc.returncode != 0:
-            raise classify_failure(stderr)
-        samples = np.frombuffer(proc.stdout, dtype=np.float32)
-        if samples.size == 0:
-            # ffmpeg "succeeded" but produced nothing: a container with an empty audio track.
-            raise UnsupportedAudio("the file contains no audio samples")
-        audio = DecodedAudio(samples=samples.copy())
-        if audio.duration_s > self.max_audio_s:
-            raise PayloadTooLarge(f"audio is longer than the limit of {self.max_audio_s:.0f} s")
-        return audio
+            raise classify_failure(proc.stderr.decode("utf-8", "replace"))
+        return np.frombuffer(proc.stdout, dtype=np.float32).copy()

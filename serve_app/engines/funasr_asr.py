@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from serve_app.contracts import AsrOptions, AsrResult, Word
+from serve_app.engines.batching import length_buckets
 from serve_app.engines.funasr_loader import load_automodel
 from serve_app.errors import InternalError
 
@@ -69,27 +70,6 @@ def _text_and_words(text: str, stamps: list[list[float]] | None, words: bool) ->
     return join_tokens(tokens), [
         Word(start_s=b / 1000, end_s=e / 1000, word=t) for t, (b, e) in zip(tokens, stamps, strict=True)
     ]
-
-
-def length_buckets(lengths: Sequence[int], min_fill: float) -> list[list[int]]:
-    """Split a batch into sub-batches of similar length.
-
-    A padded forward pass costs about ``longest × count``; mixing a 2 s segment with a 30 s one
-    wastes 28 s of compute, and on a CPU that waste is wall time. Indices are sorted longest
-    first and a sub-batch grows while its real audio fills at least ``min_fill`` of its padded
-    area. ``min_fill=0`` keeps the whole batch together.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    buckets: list[list[int]] = []
-    for i in order:
-        if buckets:
-            b = buckets[-1]
-            longest = lengths[b[0]]
-            if sum(lengths[j] for j in b) + lengths[i] >= min_fill * longest * (len(b) + 1):
-                b.append(i)
-                continue
-        buckets.append([i])
-    return buckets
 
 
 class FunasrAsr:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from serve_app.contracts import SAMPLE_RATE, DecodedAudio, SpeechSegment
+from serve_app.contracts import SAMPLE_RATE, DecodedAudio, Segmentation, SpeechSegment
 from serve_app.engines.funasr_loader import load_automodel
 
 
@@ -53,12 +53,47 @@ class FsmnVad:
         return [(int(b), int(e)) for b, e in value if e > b]
 
     def segment(self, audio: DecodedAudio) -> list[SpeechSegment]:
+        """Speech segments of ``audio`` with absolute times (shifted by ``audio.offset_s``)."""
         n = len(audio.samples)
         segments = []
         for beg, end in split_regions(self.regions_ms(audio.samples), self.max_segment_s, self.merge_gap_s):
             a, b = beg * SAMPLE_RATE // 1000, min(n, end * SAMPLE_RATE // 1000)
             if b - a >= SAMPLE_RATE // 100:
                 segments.append(
-                    SpeechSegment(start_s=a / SAMPLE_RATE, end_s=b / SAMPLE_RATE, samples=audio.samples[a:b])
+                    SpeechSegment(
+                        start_s=audio.offset_s + a / SAMPLE_RATE,
+                        end_s=audio.offset_s + b / SAMPLE_RATE,
+                        samples=audio.samples[a:b],
+                    )
                 )
         return segments
+
+    def segmentation(self, audio: DecodedAudio) -> Segmentation:
+        return cut_window(audio, self.segment(audio))
+
+
+WINDOW_TAIL_S = 0.3
+"""Speech ending this close to a window's cut is taken to run on into the next window."""
+
+
+def cut_window(audio: DecodedAudio, segments: list[SpeechSegment]) -> Segmentation:
+    """The segmentation of ``audio``. For a window cut short of the recording's end,
+    ``next_start_s`` says where the next window starts: at the cut, or, when speech runs into
+    the cut, where that speech starts (it is left to the next window, so no segment is cut
+    mid-word). A segment that starts at the window's own start is kept, or no window would
+    advance."""
+    end_s = audio.offset_s + audio.duration_s
+    if audio.complete:
+        return Segmentation(duration_s=audio.duration_s, segments=segments, offset_s=audio.offset_s)
+    if segments:
+        last = segments[-1]
+        if end_s - last.end_s <= WINDOW_TAIL_S and last.start_s > audio.offset_s + WINDOW_TAIL_S:
+            return Segmentation(
+                duration_s=last.start_s - audio.offset_s,
+                segments=segments[:-1],
+                offset_s=audio.offset_s,
+                next_start_s=last.start_s,
+            )
+    return Segmentation(
+        duration_s=audio.duration_s, segments=segments, offset_s=audio.offset_s, next_start_s=end_s
+    )

@@ -4,15 +4,13 @@ overrides merged in (model paths, names, limits)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from serve_app.devtools import LocalServe, app_config
+from tests.support import funasr_args
+from tools.local_serve import LocalServe, app_config
 
 ServeCluster = LocalServe
 
@@ -34,19 +32,6 @@ def local_app(serve_cluster: ServeCluster) -> str:
     return serve_cluster.deploy(app_config("local.yaml", "local"))
 
 
-def funasr_args(tiny_models: dict[str, Path], **limits: float) -> dict[str, Any]:
-    return {
-        "asr": {
-            "engine": "funasr",
-            "model": str(tiny_models["paraformer-tiny"]),
-            "served_names": ["paraformer-tiny"],
-            "language": "zh",
-        },
-        "postprocess": {"punc_model": str(tiny_models["ct-punc-tiny"]), "itn": True, "itn_language": "zh"},
-        "limits": limits or {},
-    }
-
-
 @pytest.fixture(scope="session")
 def funasr_app(serve_cluster: ServeCluster, tiny_models: dict[str, Path]) -> str:
     """The FunASR path (random-weight Paraformer + FSMN-VAD + CT-punc + zh ITN) with small
@@ -58,18 +43,3 @@ def funasr_app(serve_cluster: ServeCluster, tiny_models: dict[str, Path]) -> str
         deployments={"Ingress": {"max_ongoing_requests": 2, "max_queued_requests": 2}},
     )
     return serve_cluster.deploy(app)
-
-
-def post_concurrently(url: str, audio: bytes, n: int, timeout_s: float = 300) -> list[httpx.Response]:
-    """``n`` transcription requests for ``audio`` sent to ``url`` at once."""
-
-    async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=timeout_s) as c:
-            return await asyncio.gather(
-                *(
-                    c.post(f"{url}/v1/audio/transcriptions", files={"file": ("s.wav", audio)})
-                    for _ in range(n)
-                )
-            )
-
-    return asyncio.run(burst())

@@ -12,9 +12,10 @@ import httpx
 import numpy as np
 from ray import serve
 
-from tests.audio import wav_bytes, with_pauses
-from tests.conftest import SENTENCES
-from tests.integration.conftest import ServeCluster, app_config, funasr_args
+from tests.integration.conftest import ServeCluster
+from tests.support import SENTENCES, funasr_args
+from tools.audio import encode_wav, with_pauses
+from tools.local_serve import app_config
 
 # The tiny test model drains its queue fast, so little audio ever waits: a low target.
 POLICY = {
@@ -52,7 +53,7 @@ def test_asr_scales_on_queued_audio_and_back(
         },
     )
     url = serve_cluster.deploy(app)
-    audio = wav_bytes(with_pauses([say(s) for s in SENTENCES] * 2, 1.0))
+    audio = encode_wav(with_pauses([say(s) for s in SENTENCES] * 2, 1.0))
     codes: list[int] = []
     peak: dict[str, int] = {}
 

@@ -11,22 +11,13 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.audio import synthesize, wav_bytes
-from tests.integration.conftest import post_concurrently
-
-
-def assert_error(resp: httpx.Response, status: int, type_: str) -> dict[str, str]:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    err = body["error"]
-    assert set(err) == {"type", "message", "request_id"} and err["type"] == type_, body
-    assert err["request_id"] and "Traceback" not in resp.text
-    return err
+from tests.support import assert_error, post_concurrently
+from tools.audio import encode_wav, synthesize
 
 
 @pytest.fixture(scope="module")
 def speech_wav(say: Callable[[str], np.ndarray]) -> bytes:
-    return wav_bytes(say("The server still answers."))
+    return encode_wav(say("The server still answers."))
 
 
 def post(url: str, files: dict | None = None, data: dict | None = None) -> httpx.Response:  # type: ignore[type-arg]
@@ -40,6 +31,14 @@ CASES = {
     "text file": ({"file": ("a.txt", b"hello, this is text\n" * 50)}, {}, 415, "unsupported_audio"),
     "unknown model": ({"file": ("a.wav", b"RIFF")}, {"model": "gpt-9"}, 404, "model_not_found"),
     "bad format": ({"file": ("a.wav", b"RIFF")}, {"response_format": "xml"}, 400, "invalid_request_error"),
+    "language too long": (
+        {"file": ("a.wav", b"RIFF")},
+        {"language": "x" * 5000},
+        400,
+        "invalid_request_error",
+    ),
+    "language not served": ({"file": ("a.wav", b"RIFF")}, {"language": "fr"}, 400, "invalid_request_error"),
+    "prompt too long": ({"file": ("a.wav", b"RIFF")}, {"prompt": "p" * 1001}, 400, "invalid_request_error"),
     "words without verbose": (
         {"file": ("a.wav", b"RIFF")},
         {"timestamp_granularities[]": "word"},
@@ -53,6 +52,13 @@ CASES = {
 def test_bad_input(local_app: str, case: str) -> None:
     files, data, status, type_ = CASES[case]
     assert_error(post(local_app, files, data), status, type_)
+
+
+def test_language_error_names_what_is_allowed(local_app: str) -> None:
+    err = assert_error(
+        post(local_app, {"file": ("a.wav", b"RIFF")}, {"language": "fr"}), 400, "invalid_request_error"
+    )
+    assert err["message"] == "language: 'fr' is not a language this model transcribes; allowed: en", err
 
 
 def test_video_without_audio(local_app: str) -> None:
@@ -72,7 +78,7 @@ def test_limits_413(funasr_app: str) -> None:
     # funasr_app: max_upload_mb=1, max_audio_s=20
     big = post(funasr_app, {"file": ("big.wav", os.urandom(1_200_000))})
     assert_error(big, 413, "payload_too_large")
-    long = post(funasr_app, {"file": ("long.wav", wav_bytes(np.zeros(16000 * 25)))})
+    long = post(funasr_app, {"file": ("long.wav", encode_wav(np.zeros(16000 * 25)))})
     err = assert_error(long, 413, "payload_too_large")
     assert "20 s" in err["message"]
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 from ray import serve
 
-from tests.audio import wav_bytes, with_pauses
-from tests.conftest import SENTENCES
-from tests.integration.conftest import ServeCluster, app_config, funasr_args, post_concurrently
+from tests.integration.conftest import ServeCluster
+from tests.support import SENTENCES, funasr_args, post_concurrently
+from tools.audio import encode_wav, with_pauses
+from tools.local_serve import app_config
 
 
 def _set_user_config(cluster: ServeCluster, app: str, **knobs: float) -> dict[str, object]:
@@ -40,7 +41,7 @@ def test_16_concurrent_requests_share_asr_batches(
     stats = _set_user_config(serve_cluster, "local", batch_wait_timeout_s=0.3, max_batch_count=8)
     assert stats["batches"] >= before["batches"], "the replica was restarted, not reconfigured"
     asr.reset_stats.remote().result()
-    audio = wav_bytes(with_pauses([say(s) for s in SENTENCES], 2.0))
+    audio = encode_wav(with_pauses([say(s) for s in SENTENCES], 2.0))
     try:
         responses = post_concurrently(local_app, audio, 16)
         assert [r.status_code for r in responses] == [200] * 16

@@ -8,12 +8,12 @@ from collections.abc import Callable
 import httpx
 import numpy as np
 
-from tests.audio import wav_bytes, with_pauses
-from tests.conftest import SENTENCES
+from tests.support import SENTENCES
+from tools.audio import encode_wav, with_pauses
 
 
 def test_funasr_graph_end_to_end(funasr_app: str, say: Callable[[str], np.ndarray]) -> None:
-    audio = wav_bytes(with_pauses([say(s) for s in SENTENCES], pause_s=2.0))
+    audio = encode_wav(with_pauses([say(s) for s in SENTENCES], pause_s=2.0))
     resp = httpx.post(
         f"{funasr_app}/v1/audio/transcriptions",
         files={"file": ("s.wav", audio)},
@@ -29,7 +29,7 @@ def test_funasr_graph_end_to_end(funasr_app: str, say: Callable[[str], np.ndarra
 
 
 def test_punctuation_switch(funasr_app: str, say: Callable[[str], np.ndarray]) -> None:
-    audio = wav_bytes(with_pauses([say(SENTENCES[0])], pause_s=0.5))
+    audio = encode_wav(with_pauses([say(SENTENCES[0])], pause_s=0.5))
 
     def text(punctuation: str) -> str:
         r = httpx.post(

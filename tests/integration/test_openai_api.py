@@ -11,8 +11,8 @@ import numpy as np
 import openai
 import pytest
 
-from tests.audio import wav_bytes, with_pauses
-from tests.conftest import SENTENCES
+from tests.support import SENTENCES
+from tools.audio import encode_wav, with_pauses
 
 BECKETT_WORDS = ["ever", "tried", "failed", "matter", "try", "again", "fail", "better"]
 
@@ -38,7 +38,7 @@ def client(local_app: str) -> openai.OpenAI:
 
 @pytest.fixture(scope="module")
 def two_sentences(say: Callable[[str], np.ndarray]) -> bytes:
-    return wav_bytes(with_pauses([say(s) for s in SENTENCES], pause_s=2.0))
+    return encode_wav(with_pauses([say(s) for s in SENTENCES], pause_s=2.0))
 
 
 def test_health_ready_models(local_app: str) -> None:
@@ -100,12 +100,14 @@ def test_subtitles(client: openai.OpenAI, two_sentences: bytes, fmt: str) -> Non
 
 
 def test_silence_is_200_with_empty_text(client: openai.OpenAI) -> None:
-    result = client.audio.transcriptions.create(model="whisper-1", file=("s.wav", wav_bytes(np.zeros(32000))))
+    result = client.audio.transcriptions.create(
+        model="whisper-1", file=("s.wav", encode_wav(np.zeros(32000)))
+    )
     assert result.text == ""
 
 
 def test_stereo_48k_mp3_works(client: openai.OpenAI, two_sentences: bytes) -> None:
-    from tests.audio import transcode
+    from tools.audio import transcode
 
     mp3 = transcode(two_sentences, ["-ar", "48000", "-ac", "2", "-c:a", "libmp3lame", "-f", "mp3"])
     result = client.audio.transcriptions.create(model="whisper-1", file=("s.mp3", mp3))

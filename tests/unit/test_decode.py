@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import os
+import re
+import struct
+import subprocess
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from serve_app.contracts import SAMPLE_RATE
-from serve_app.engines.decode import DECODE_FAILURES, FfmpegDecoder, classify_failure
+from serve_app.contracts import SAMPLE_RATE, AudioSource
+from serve_app.engines.decode import (
+    DECODE_FAILURES,
+    FfmpegDecoder,
+    classify_failure,
+    ffmpeg_exe,
+    matching_rule,
+)
 from serve_app.errors import InternalError, InvalidRequest, PayloadTooLarge, UnsupportedAudio
-from tests.audio import synthesize, transcode, wav_bytes
+from tools.audio import encode_wav, synthesize, transcode
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +32,7 @@ def speech(say: Callable[[str], np.ndarray]) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def source_wav(speech: np.ndarray) -> bytes:
-    return wav_bytes(speech)
+    return encode_wav(speech)
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -95,19 +105,6 @@ def test_empty_upload_is_400() -> None:
         FfmpegDecoder(max_audio_s=60).decode(b"")
 
 
-def test_garbage_is_415() -> None:
-    with pytest.raises(UnsupportedAudio, match="not a media file"):
-        FfmpegDecoder(max_audio_s=60).decode(os.urandom(4096))
-
-
-def test_video_without_audio_is_415() -> None:
-    video = synthesize(
-        ["-f", "lavfi", "-i", "testsrc=size=64x64:rate=5"], ["-t", "1", "-c:v", "mpeg4", "-f", "matroska"]
-    )
-    with pytest.raises(UnsupportedAudio, match="no audio stream"):
-        FfmpegDecoder(max_audio_s=60).decode(video)
-
-
 def test_truncated_mp3_still_decodes_what_is_there(source_wav: bytes) -> None:
     mp3 = transcode(source_wav, CASES["mp3-44k-stereo"])
     audio = FfmpegDecoder(max_audio_s=60).decode(mp3[: len(mp3) // 2])
@@ -115,18 +112,94 @@ def test_truncated_mp3_still_decodes_what_is_there(source_wav: bytes) -> None:
 
 
 def test_too_long_is_413() -> None:
-    long = wav_bytes(np.zeros(SAMPLE_RATE * 12, dtype=np.float32))
+    long = encode_wav(np.zeros(SAMPLE_RATE * 12, dtype=np.float32))
     with pytest.raises(PayloadTooLarge):
         FfmpegDecoder(max_audio_s=10).decode(long)
     assert FfmpegDecoder(max_audio_s=13).decode(long).duration_s == pytest.approx(12, abs=0.01)
 
 
-@pytest.mark.parametrize("rule", DECODE_FAILURES, ids=lambda r: r.needle)
-def test_failure_table_rows(rule) -> None:  # type: ignore[no-untyped-def]
-    err = classify_failure(f"[in#0 @ 0x1] something: {rule.needle} here\n")
-    assert isinstance(err, rule.error) and err.status_code in (400, 413, 415)
+def _with_format_tag(wav: bytes, tag: int) -> bytes:
+    """A WAV whose header names codec ``tag`` (no decoder exists for 0x1234)."""
+    return wav[:20] + struct.pack("<H", tag) + wav[22:]
+
+
+def _m4a(wav: bytes, tmp: Path) -> bytes:
+    path = tmp / "x.m4a"
+    subprocess.run(
+        [ffmpeg_exe(), "-y", "-loglevel", "error", "-i", "pipe:0", "-c:a", "aac", str(path)],
+        input=wav,
+        check=True,
+    )
+    return path.read_bytes()
+
+
+def _video(seconds: float) -> bytes:
+    return synthesize(
+        ["-f", "lavfi", "-i", "testsrc=size=64x64:rate=5"],
+        ["-t", str(seconds), "-c:v", "mpeg4", "-f", "matroska"],
+    )
+
+
+# Real inputs, what ffmpeg says about them, and the answer: every row of DECODE_FAILURES is
+# reached by at least one of them (checked below), so a rule that real ffmpeg no longer
+# triggers, or one shadowed by an earlier rule, fails here.
+FAILURES: dict[str, tuple[Callable[[bytes, Path], bytes], str]] = {
+    "random bytes": (lambda w, t: os.urandom(4096), "not a media file"),
+    "text file": (lambda w, t: b"hello, this is text\n" * 50, "not a media file"),
+    "RIFF header then garbage": (lambda w, t: b"RIFF" + os.urandom(3000), "not a media file"),
+    "MPEG sync then garbage": (lambda w, t: b"\xff\xfb\x90\x00" + os.urandom(3000), "not a media file"),
+    "M4A cut before its index": (lambda w, t: _m4a(w, t)[:200], "truncated (no moov atom)"),
+    "video without audio": (lambda w, t: _video(1.0), "no audio stream"),
+    "WAV with an unknown codec": (lambda w, t: _with_format_tag(w, 0x1234), "codec is not supported"),
+    "Matroska cut short": (lambda w, t: _video(0.2)[:300], "damaged or truncated"),
+}
+
+
+@pytest.mark.parametrize("case", list(FAILURES))
+def test_real_ffmpeg_failures_are_classified(case: str, source_wav: bytes, tmp_path: Path) -> None:
+    make, message = FAILURES[case]
+    with pytest.raises(UnsupportedAudio, match=re.escape(message)):
+        FfmpegDecoder(max_audio_s=60).decode(make(source_wav, tmp_path))
+
+
+def test_every_rule_is_reached_by_a_real_input(source_wav: bytes, tmp_path: Path) -> None:
+    decoder = FfmpegDecoder(max_audio_s=60)
+    reached = set()
+    for make, _ in FAILURES.values():
+        fd = os.memfd_create("case")
+        os.write(fd, make(source_wav, tmp_path))
+        try:
+            proc = subprocess.run(
+                decoder._command(f"/dev/fd/{fd}", 0.0, 61.0), pass_fds=(fd,), capture_output=True
+            )
+        finally:
+            os.close(fd)
+        assert proc.returncode != 0
+        rule = matching_rule(proc.stderr.decode())
+        assert rule is not None, proc.stderr.decode()
+        reached.add(rule.needle)
+    assert reached == {r.needle for r in DECODE_FAILURES}, (
+        f"rules no real input reaches: {set(r.needle for r in DECODE_FAILURES) - reached}"
+    )
 
 
 def test_unknown_failure_is_500_without_internals() -> None:
     err = classify_failure("Segmentation fault in some_internal_fn at 0xdeadbeef\n")
     assert isinstance(err, InternalError) and err.status_code == 500
+
+
+def test_window_of_a_file_on_disk(tmp_path: Path, speech: np.ndarray) -> None:
+    """Jobs decode long recordings window by window from a shared volume."""
+    path = tmp_path / "long.wav"
+    audio = np.concatenate([speech, np.zeros(SAMPLE_RATE, np.float32), speech])
+    path.write_bytes(encode_wav(audio))
+    total = len(audio) / SAMPLE_RATE
+    decoder = FfmpegDecoder(max_audio_s=1.0)  # the per-upload limit does not bound windows
+    first = decoder.decode(AudioSource(path=path, start_s=0.0, duration_s=2.0))
+    assert first.duration_s == pytest.approx(2.0, abs=0.01) and not first.complete and first.offset_s == 0.0
+    np.testing.assert_allclose(first.samples, audio[: 2 * SAMPLE_RATE], atol=1e-3)
+    tail = decoder.decode(AudioSource(path=path, start_s=total - 0.5, duration_s=2.0))
+    assert tail.complete and tail.duration_s == pytest.approx(0.5, abs=0.01)
+    np.testing.assert_allclose(tail.samples, audio[-len(tail.samples) :], atol=1e-3)
+    past = decoder.decode(AudioSource(path=path, start_s=total + 1.0, duration_s=2.0))
+    assert past.complete and past.duration_s == 0.0

@@ -8,9 +8,10 @@ import pickle
 import pytest
 
 from serve_app import errors
+from serve_app.api.errors import error_response
 from serve_app.contracts import Transcript, TranscriptSegment, Word
-from serve_app.deployments.ingress import as_serve_error, error_response
 from serve_app.formats import parse_format, render
+from serve_app.pipeline import as_serve_error
 
 T = Transcript(
     language="en",

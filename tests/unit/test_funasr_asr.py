@@ -81,19 +81,6 @@ def test_mixed_options_in_one_batch_keep_order(engine: FunasrAsr) -> None:
     assert [bool(r.words) for r in results] == [False, True, False, True]
 
 
-def test_length_buckets_bound_padding() -> None:
-    from serve_app.engines.funasr_asr import length_buckets
-
-    lengths = [30, 2, 29, 3, 28, 10, 9, 2]
-    buckets = length_buckets(lengths, min_fill=0.8)
-    assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))
-    for b in buckets:
-        assert sum(lengths[i] for i in b) >= 0.8 * max(lengths[i] for i in b) * len(b), b
-    # 30 s and 2 s segments never share a forward pass.
-    assert [sorted(lengths[i] for i in b) for b in buckets] == [[10, 28, 29, 30], [9], [2, 3], [2]]
-    assert length_buckets(lengths, min_fill=0.0) == [sorted(range(8), key=lambda i: -lengths[i])]
-
-
 def test_bucketing_does_not_change_results(engine: FunasrAsr, tiny_models: dict[str, Path]) -> None:
     audios = mixed_lengths(11)
     bucketed = FunasrAsr(tiny_models["paraformer-tiny"], threads=2, min_fill=0.9)

@@ -7,11 +7,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from serve_app.contracts import SAMPLE_RATE, DecodedAudio
-from serve_app.engines.vad import FsmnVad, split_regions
-from serve_app.models import resolve
-from tests.audio import with_pauses
-from tests.conftest import SENTENCES
+from serve_app.contracts import SAMPLE_RATE, DecodedAudio, SpeechSegment
+from serve_app.engines.vad import FsmnVad, cut_window, split_regions
+from serve_app.model_paths import resolve
+from tests.support import SENTENCES
+from tools.audio import with_pauses
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +60,33 @@ def test_split_regions() -> None:
         (0, 20_000),
         (20_100, 40_000),
     ]
+
+
+def _seg(a: float, b: float) -> SpeechSegment:
+    return SpeechSegment(a, b, np.zeros(int((b - a) * SAMPLE_RATE), np.float32))
+
+
+def test_window_leaves_speech_running_into_the_cut_to_the_next_window() -> None:
+    window = DecodedAudio(np.zeros(60 * SAMPLE_RATE, np.float32), offset_s=600.0, complete=False)
+    seg = cut_window(window, [_seg(601.0, 610.0), _seg(655.0, 659.9)])
+    assert [s.start_s for s in seg.segments] == [601.0]
+    assert seg.next_start_s == 655.0 and seg.duration_s == pytest.approx(55.0)
+    # Speech that ends well before the cut is kept; the next window starts at the cut.
+    seg = cut_window(window, [_seg(601.0, 610.0), _seg(640.0, 650.0)])
+    assert len(seg.segments) == 2 and seg.next_start_s == pytest.approx(660.0)
+
+
+def test_window_always_advances_and_the_last_window_ends() -> None:
+    # One segment from the window's start to its cut: kept, or the next window would be this one.
+    window = DecodedAudio(np.zeros(30 * SAMPLE_RATE, np.float32), offset_s=30.0, complete=False)
+    seg = cut_window(window, [_seg(30.0, 60.0)])
+    assert len(seg.segments) == 1 and seg.next_start_s == pytest.approx(60.0)
+    last = DecodedAudio(np.zeros(5 * SAMPLE_RATE, np.float32), offset_s=60.0, complete=True)
+    assert cut_window(last, [_seg(60.5, 64.99)]).next_start_s is None
+
+
+def test_segments_of_a_window_have_absolute_times(vad: FsmnVad, say: Callable[[str], np.ndarray]) -> None:
+    audio = with_pauses([say(SENTENCES[0])], 1.0)
+    whole = vad.segment(DecodedAudio(audio))
+    shifted = vad.segment(DecodedAudio(audio, offset_s=100.0))
+    assert [round(s.start_s - 100.0, 3) for s in shifted] == [round(s.start_s, 3) for s in whole]

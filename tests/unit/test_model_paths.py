@@ -10,7 +10,7 @@ import pytest
 
 from serve_app.config import Settings
 from serve_app.errors import ModelUnavailable
-from serve_app.models import download, resolve
+from serve_app.model_paths import download, resolve
 
 
 def test_embedded_models_resolve_to_real_weights() -> None:

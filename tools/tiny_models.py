@@ -5,8 +5,8 @@ build them from FunASR's own registry: the same classes, the same frontend, the 
 inference code as the released models — only the weights are random. ``large`` has the
 paraformer-large dimensions (220 M parameters), so its compute cost is the real model's.
 
-    python -m serve_app.tiny_models --out models/tiny            # paraformer-tiny, ct-punc-tiny
-    python -m serve_app.tiny_models --out models/tiny --large    # + paraformer-large-random
+    python -m tools.tiny_models --out models/tiny            # paraformer-tiny, ct-punc-tiny
+    python -m tools.tiny_models --out models/tiny --large    # + paraformer-large-random
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ A model spec is one of:
 Offline, a hub name fails at once with a message that says what to do, instead of FunASR's
 retries and a misleading "not registered" error.
 
-    python -m serve_app.models download paraformer-zh fsmn-vad ct-punc
+    python -m serve_app.model_paths download paraformer-zh fsmn-vad ct-punc
 """
 
 from __future__ import annotations

@@ -1,0 +1,22 @@
+"""The HTTP/WebSocket surface: what the wire says. One router module per surface; request
+models in ``protocol``; errors shaped in ``errors``; ``create_app`` assembles them around an
+``ApiContext`` (the pipeline and what the routes need to know)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from serve_app.api import health, models, transcriptions
+from serve_app.api.context import ApiContext
+from serve_app.api.errors import install_error_handlers
+
+__all__ = ["ApiContext", "create_app"]
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(title="funasr-serve", version="0.2.0")
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    for module in (health, models, transcriptions):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,60 @@
+"""``POST /v1/audio/transcriptions``: the OpenAI-compatible file transcription."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.datastructures import UploadFile
+
+from serve_app.api.context import ApiContext, context
+from serve_app.api.protocol import TranscriptionOptions
+from serve_app.contracts import AudioSource, Transcript
+from serve_app.errors import InvalidRequest, PayloadTooLarge
+from serve_app.formats import MEDIA_TYPES, ResponseFormat, render
+
+router = APIRouter(tags=["transcription"])
+
+MULTIPART_SLACK = 64 * 1024
+"""Bytes a multipart body may carry beyond the file itself (boundaries and the other fields)."""
+
+
+async def read_upload(request: Request, ctx: ApiContext) -> tuple[bytes, TranscriptionOptions]:
+    """The uploaded file's bytes and the validated form fields; transport limits first."""
+    limits = ctx.limits
+    max_bytes = int(limits.max_upload_mb * 1024 * 1024)
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > max_bytes + MULTIPART_SLACK:
+        raise PayloadTooLarge(f"upload is larger than {limits.max_upload_mb:g} MB")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest("expected a multipart/form-data body with a 'file' field")
+    try:
+        form = await request.form(max_files=1, max_fields=32)
+    except Exception as e:  # malformed multipart
+        raise InvalidRequest(f"could not parse the multipart body: {e}") from e
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest("the 'file' field is missing")
+        options = TranscriptionOptions.from_form(form, ctx.served, limits)
+        data = await upload.read(max_bytes + 1)
+    finally:
+        await form.close()  # spooled upload buffers are released (and deleted) here
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"upload is larger than {limits.max_upload_mb:g} MB")
+    if not data:
+        raise InvalidRequest("the uploaded file is empty")
+    return data, options
+
+
+def transcript_response(t: Transcript, fmt: ResponseFormat, words: bool) -> Response:
+    body = render(t, fmt, words)
+    if isinstance(body, dict):
+        return JSONResponse(body)
+    return PlainTextResponse(body, media_type=MEDIA_TYPES[fmt])
+
+
+@router.post("/v1/audio/transcriptions")
+async def create_transcription(request: Request, ctx: ApiContext = Depends(context)) -> Response:
+    data, options = await read_upload(request, ctx)
+    transcript = await ctx.pipeline.transcribe_source(AudioSource(data=data), options.pipeline_options())
+    return transcript_response(transcript, options.response_format, options.words)

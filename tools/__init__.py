@@ -1,0 +1,1 @@
+"""Developer tooling that the product never imports: local Serve, random-weight models, test audio."""
