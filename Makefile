@@ -10,7 +10,7 @@ export RAY_AUTH_MODE := disabled
 # The pip config of some hosts lists extra indexes that may not exist: keep the noise out.
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: install run test test-all lint bench bench-full load load-report tiny-models models system-test-deps clean
+.PHONY: install run test test-all lint bench bench-full bench-whisper bench-fairness load load-report tiny-models models system-test-deps clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,9 @@ run: install
 system-test-deps:
 	@command -v espeak-ng >/dev/null || { echo "==> installing espeak-ng (test speech)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; }
+	@# PostgreSQL for the job-store tests (tests/pg.py starts the cluster and makes the databases).
+	@dpkg -s postgresql >/dev/null 2>&1 || { echo "==> installing postgresql (job-store tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 test: install system-test-deps
 	$(PY) -m pytest -m "not slow and not gpu"
@@ -56,6 +59,14 @@ bench: install system-test-deps
 
 bench-full: install system-test-deps
 	$(PY) -m bench.run --model large
+
+# The default engine (Whisper, deploy/local.yaml): 16 at once vs one after another.
+bench-whisper: install system-test-deps
+	$(PY) -m bench.whisper
+
+# A 300 s upload beside 4 closed-loop clients (deploy/local.yaml).
+bench-fairness: install system-test-deps
+	$(PY) -m bench.fairness
 
 LOAD_ARGS ?= --max-users 16 --step-users 0 --step-time 60
 load: install system-test-deps

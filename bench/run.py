@@ -1,64 +1,52 @@
-"""Capacity benchmark: the model's own limit, the one-at-a-time baseline, and the served graph.
+"""Capacity benchmark of the FunASR path: the model's limit, the simple serving pattern, and the
+served graph, on the same model, machine and audio.
 
     python -m bench.run --model tiny          # quick check (make bench)
     python -m bench.run --model large         # paraformer-large-sized random weights (make bench-full)
 
-One process measures, on the same model, hardware and audio:
+What the figures mean (frozen; the README quotes them):
 
-1. **limit** — FSMN-VAD + the ASR engine's batched forward pass in this process, no serving,
-   batches of 1..N segments in arrival order; the best batch size counts.
-2. **baseline** — requests strictly one after another, each segment alone (batch size 1): what
-   single-process FunASR web UIs and the simple Ray Serve FunASR example do.
-3. **served** — the Ray Serve graph over HTTP at concurrency 1, 2, 4, ... until throughput stops
-   growing, with the same clip mix (2 s to 5 min of espeak-ng speech with pauses).
+* **limit**: the best in-process arrangement found for the same model and audio: FSMN-VAD and
+  the ASR engine called directly, no serving, over batch sizes, thread shapes (one pass of two
+  threads, or two passes of one thread at once) and VAD run before or beside ASR. Reported in
+  **arrival order** (batches formed as segments arrive: what a server can reach online) and as
+  the **length-sorted oracle** (every segment of the workload known and sorted first: what no
+  online server can do). An exploration pass picks the best arrangement of each kind.
+* **baseline**: ``AutoModel.generate`` per request (VAD inside), one request at a time: what the
+  simple FunASR servers do.
+* **served**: the Ray Serve graph (``deploy/local-funasr.yaml`` with this model) over HTTP at the
+  given concurrency levels.
 
-Throughput is audio seconds per wall second (RTFx). The last line is
-``bench: served/limit=… served/baseline=… rtfx=…`` for scripts that track it.
+Each figure is the median of ``--rounds`` interleaved rounds (limit, oracle, baseline, served
+c=1, c=2, ..., then again), printed with its spread. The last line is
+``bench: served/limit=… served/baseline=… rtfx=…`` (medians; limit = arrival-order limit).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import functools
 import json
 import os
+import queue
 import statistics
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.common import Figure, Run, interleave, served_run
 from load.clips import Clip, build_clip_mix
 from serve_app.contracts import AsrOptions, DecodedAudio, SpeechSegment
 from serve_app.engines.decode import FfmpegDecoder
 from serve_app.gpu import GpuProbe
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class Row:
-    name: str
-    concurrency: int
-    audio_s: float
-    wall_s: float
-    latencies_s: list[float] = field(default_factory=list)
-    mean_batch: float = 0.0
-    mean_batch_audio_s: float = 0.0
-    replicas: int = 1
-    cpu_pct: float = 0.0
-    gpu_pct: float | None = None
-    gpu_mem_mb: float | None = None
-    asr_busy: float | None = None
-
-    @property
-    def rtfx(self) -> float:
-        return self.audio_s / self.wall_s
-
-    def pct(self, q: float) -> float:
-        return float(np.percentile(self.latencies_s, q)) if self.latencies_s else float("nan")
 
 
 def workload(clips: list[Clip], audio_s: float, seed: int = 0) -> list[Clip]:
@@ -80,242 +68,260 @@ def model_dir(size: str) -> Path:
     return paths["paraformer-large-random" if size == "large" else "paraformer-tiny"]
 
 
-# --- 1 + 2: in-process -----------------------------------------------------------------
+# --- in-process: limit and baseline ------------------------------------------------------
 
 
-def direct(
-    model: Path,
-    audios: list[DecodedAudio],
-    ten: DecodedAudio,
-    device: str,
-    threads: int,
-    batch_sizes: list[int],
-) -> dict[str, Any]:
-    from serve_app.engines.funasr_asr import FunasrAsr
-    from serve_app.engines.vad import FsmnVad
-    from serve_app.model_paths import resolve
+@dataclass(frozen=True)
+class Arrangement:
+    """One way to run VAD + ASR in process."""
 
-    vad = FsmnVad(resolve("embedded:fsmn-vad"), max_segment_s=30, threads=1)
-    asr = FunasrAsr(model, device=device, threads=threads)
-    warm = [np.zeros(16000, np.float32)] * 2
-    asr.transcribe_batch(warm, [AsrOptions()] * 2)
-    total = sum(a.duration_s for a in audios)
+    batch: int
+    workers: int
+    """ASR passes at once (each on ``threads // workers`` threads)."""
+    pipelined: bool
+    """VAD in its own thread, feeding ASR as it goes (else all VAD first)."""
+    sorted: bool = False
+    """The oracle: all segments known and sorted by length before any batch."""
 
-    def run(batch: int, by_length: bool) -> float:
+    def label(self) -> str:
+        shape = f"{self.workers}×{2 // self.workers if self.workers <= 2 else 1} threads"
+        order = "length-sorted (oracle)" if self.sorted else "arrival order"
+        vad = "VAD beside ASR" if self.pipelined else "VAD first"
+        return f"limit: batches of {self.batch}, {order}, {shape}, {vad}"
+
+
+class InProcess:
+    def __init__(self, model: Path, audios: list[DecodedAudio], device: str, threads: int) -> None:
+        from serve_app.engines.funasr_asr import FunasrAsr
+        from serve_app.engines.vad import FsmnVad
+        from serve_app.model_paths import resolve
+
+        self.audios = audios
+        self.total = sum(a.duration_s for a in audios)
+        self.vad = FsmnVad(resolve("embedded:fsmn-vad"), max_segment_s=30, threads=1)
+        self.engines = {w: FunasrAsr(model, device=device, threads=threads, workers=w) for w in (1, 2)}
+        warm = [np.zeros(16000, np.float32)] * 2
+        for e in self.engines.values():
+            e.transcribe_batch(warm, [AsrOptions()] * 2)
+        self.model, self.device, self.threads = model, device, threads
+        self._automodel: Any = None
+
+    def _segments(self, pipelined: bool) -> Iterator[SpeechSegment]:
+        if not pipelined:
+            yield from [s for a in self.audios for s in self.vad.segment(a)]
+            return
+        q: queue.Queue[SpeechSegment | None] = queue.Queue()
+
+        def produce() -> None:
+            for a in self.audios:
+                for s in self.vad.segment(a):
+                    q.put(s)
+            q.put(None)
+
+        threading.Thread(target=produce, daemon=True).start()
+        while (s := q.get()) is not None:
+            yield s
+
+    def limit(self, a: Arrangement) -> Run:
+        engine = self.engines[a.workers]
         t0 = time.perf_counter()
-        segs: list[SpeechSegment] = [s for a in audios for s in vad.segment(a)]
-        if by_length:  # what an offline batch job can do: all segments known, sorted by length
-            segs.sort(key=lambda s: len(s.samples))
-        for i in range(0, len(segs), batch):
-            chunk = [s.samples for s in segs[i : i + batch]]
-            asr.transcribe_batch(chunk, [AsrOptions()] * len(chunk))
-        return time.perf_counter() - t0
+        segs = self._segments(a.pipelined and not a.sorted)
+        if a.sorted:
+            segs = iter(sorted(segs, key=lambda s: len(s.samples)))
 
-    def one_at_a_time() -> tuple[float, list[float]]:
-        lat, t0 = [], time.perf_counter()
-        for a in audios:
-            t = time.perf_counter()
-            for s in vad.segment(a):
-                asr.transcribe_batch([s.samples], [AsrOptions()])
-            lat.append(time.perf_counter() - t)
-        return time.perf_counter() - t0, lat
+        def batches() -> Iterator[list[np.ndarray]]:
+            batch: list[np.ndarray] = []
+            for s in segs:
+                batch.append(s.samples)
+                if len(batch) == a.batch:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
 
-    def automodel_one_at_a_time() -> tuple[float, list[float]]:
+        with ThreadPoolExecutor(a.workers) as pool:
+            list(pool.map(lambda b: engine.transcribe_batch(b, [AsrOptions()] * len(b)), batches()))
+        return Run(self.total, time.perf_counter() - t0)
+
+    def baseline(self) -> Run:
+        """``AutoModel.generate`` with the VAD inside, one request at a time."""
         from funasr import AutoModel
 
-        am = AutoModel(
-            model=str(model),
-            vad_model=str(resolve("embedded:fsmn-vad")),
-            vad_kwargs={"max_single_segment_time": 30000},
-            device=device,
-            ncpu=threads,
-            disable_update=True,
-            disable_pbar=True,
-            log_level="ERROR",
-        )
-        am.generate(input=np.zeros(16000, np.float32), batch_size_s=0)
+        from serve_app.model_paths import resolve
+
+        if self._automodel is None:
+            self._automodel = AutoModel(
+                model=str(self.model),
+                vad_model=str(resolve("embedded:fsmn-vad")),
+                vad_kwargs={"max_single_segment_time": 30000},
+                device=self.device,
+                ncpu=self.threads,
+                disable_update=True,
+                disable_pbar=True,
+                log_level="ERROR",
+            )
+            self._automodel.generate(input=np.zeros(16000, np.float32), batch_size_s=0)
         lat, t0 = [], time.perf_counter()
-        for a in audios:
+        for audio in self.audios:
             t = time.perf_counter()
-            am.generate(input=a.samples, batch_size_s=0)  # batch_size_s=0: one segment per forward pass
+            self._automodel.generate(input=audio.samples, batch_size_s=0)  # one segment per pass
             lat.append(time.perf_counter() - t)
-        return time.perf_counter() - t0, lat
+        return Run(self.total, time.perf_counter() - t0, lat)
 
-    limit = {
-        f"{b}{' sorted' if srt else ''}": total / run(b, srt)
-        for b in batch_sizes
-        for srt in (False, True)
-        if b > 1 or not srt
-    }
-    base_wall, base_lat = one_at_a_time()
-    am_wall, am_lat = automodel_one_at_a_time()
-    lone = []
-    for _ in range(5):
+    def lone(self, audio: DecodedAudio, a: Arrangement) -> float:
         t = time.perf_counter()
-        segs10 = vad.segment(ten)
-        asr.transcribe_batch([s.samples for s in segs10], [AsrOptions()] * len(segs10))
-        lone.append(time.perf_counter() - t)
-    return {
-        "limit_by_batch": limit,
-        "limit": max(limit.values()),
-        "best_batch": max(limit, key=lambda b: limit[b]),
-        "baseline": Row("baseline", 1, total, am_wall, am_lat),
-        "engine_one_at_a_time": Row("engine, batch 1", 1, total, base_wall, base_lat),
-        "lone_10s_direct_s": statistics.median(lone),
-    }
+        segs = self.vad.segment(audio)
+        self.engines[a.workers].transcribe_batch([s.samples for s in segs], [AsrOptions()] * len(segs))
+        return time.perf_counter() - t
 
 
-# --- 3: served --------------------------------------------------------------------------
+def explore(proc: InProcess, batches: list[int]) -> tuple[Arrangement, Arrangement, dict[str, float]]:
+    """Each arrangement once: the best in arrival order and the best length-sorted oracle."""
+    tried: dict[Arrangement, float] = {}
+    for b in batches:
+        for w in (1, 2):
+            for pipelined in (False, True):
+                a = Arrangement(b, w, pipelined)
+                tried[a] = proc.limit(a).rtfx
+                print(f"  explore {a.label():<80} {tried[a]:6.1f}", flush=True)
+            a = Arrangement(b, w, False, sorted=True)
+            tried[a] = proc.limit(a).rtfx
+            print(f"  explore {a.label():<80} {tried[a]:6.1f}", flush=True)
+    arrival = max((a for a in tried if not a.sorted), key=tried.__getitem__)
+    oracle = max((a for a in tried if a.sorted), key=tried.__getitem__)
+    return arrival, oracle, {a.label(): v for a, v in tried.items()}
 
 
-async def _send(url: str, payloads: list[tuple[bytes, float]], concurrency: int) -> tuple[float, list[float]]:
-    import httpx
-
-    sem = asyncio.Semaphore(concurrency)
-    lat: list[float] = []
-
-    async def one(client: httpx.AsyncClient, data: bytes) -> None:
-        async with sem:
-            t = time.perf_counter()
-            r = await client.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.wav", data)})
-            r.raise_for_status()
-            lat.append(time.perf_counter() - t)
-
-    async with httpx.AsyncClient(timeout=3600) as client:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(client, d) for d, _ in payloads))
-        return time.perf_counter() - t0, lat
+# --- served ------------------------------------------------------------------------------
 
 
-def served(
-    model: Path, payloads: list[tuple[bytes, float]], ten_s: bytes, args: argparse.Namespace, gpu: GpuProbe
-) -> dict[str, Any]:
-    import psutil
-    from ray import serve
-
+def deploy_served(model: Path, args: argparse.Namespace, gpu: GpuProbe) -> tuple[Any, str]:
     from tools.local_serve import LocalServe, app_config
 
-    num_gpus = 1 if gpu.name else None
-    cluster = LocalServe.start(num_cpus=max(8, os.cpu_count() or 2), num_gpus=num_gpus, object_store_mb=1000)
-    try:
-        app = app_config(
-            "local-funasr.yaml",
-            "bench",
-            args={
-                "asr": {"model": str(model), "device": "auto", "threads": args.threads},
-                "postprocess": {"punc_model": None, "itn": False},
-            },
-            deployments={
-                "ASR": {
-                    "num_replicas": args.asr_replicas,
-                    "user_config": {
-                        "max_batch_count": args.max_batch,
-                        "max_batch_audio_s": args.max_batch_audio_s,
-                        "batch_wait_timeout_s": args.batch_wait_s,
-                        **({"min_fill": args.min_fill} if args.min_fill is not None else {}),
-                    },
-                    "ray_actor_options": {
-                        "num_cpus": args.threads,
-                        **({"num_gpus": args.gpu_per_replica} if gpu.name else {}),
-                    },
-                },
-            },
+    cluster = LocalServe.start(
+        num_cpus=max(8, os.cpu_count() or 2), num_gpus=1 if gpu.name else None, object_store_mb=1000
+    )
+    asr: dict[str, Any] = {"model": str(model), "device": "auto", "threads": args.threads}
+    if args.asr_workers:
+        asr["workers"] = args.asr_workers
+    user_config: dict[str, Any] = {"max_batch_count": args.max_batch} if args.max_batch else {}
+    if args.batch_wait_s is not None:
+        user_config["batch_wait_timeout_s"] = args.batch_wait_s
+    if args.min_fill is not None:
+        user_config["min_fill"] = args.min_fill
+    asr_deployment: dict[str, Any] = {"num_replicas": args.asr_replicas}
+    if user_config:
+        asr_deployment["user_config"] = user_config
+    if gpu.name:
+        asr_deployment["ray_actor_options"] = {"num_cpus": 1, "num_gpus": args.gpu_per_replica}
+    app = app_config(
+        "local-funasr.yaml",
+        "bench",
+        args={"asr": asr, "postprocess": {"punc_model": None, "itn": False}},
+        deployments={"ASR": asr_deployment},
+    )
+    if user_config:  # merge onto the YAML's knobs rather than replace them
+        base = next(d for d in app_config("local-funasr.yaml", "x")["deployments"] if d["name"] == "ASR")
+        next(d for d in app["deployments"] if d["name"] == "ASR")["user_config"] = {
+            **base.get("user_config", {}),
+            **user_config,
+        }
+    return cluster, cluster.deploy(app, timeout_s=900)
+
+
+def served_stats(app: str = "bench") -> dict[str, Any]:
+    from ray import serve
+
+    return dict(serve.get_deployment_handle("ASR", app_name=app).stats.remote().result())
+
+
+def measure_served(url: str, payloads: list[tuple[bytes, float]], c: int) -> Run:
+    from ray import serve
+
+    asr = serve.get_deployment_handle("ASR", app_name="bench")
+    asr.reset_stats.remote().result()
+    run = served_run(url, payloads, c)
+    stats = served_stats()
+    run.extra = {
+        "mean_batch": stats["mean_batch_size"],
+        "asr_busy": stats["busy_s"] / stats["parallelism"] / run.wall_s,
+    }
+    return run
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def report(figures: dict[str, Figure], limit_name: str, oracle_name: str, base_name: str) -> dict[str, Any]:
+    limit, base = figures[limit_name].median(), figures[base_name].median()
+    print()
+    print(
+        "| run | audio-s/s, median (min–max) | p50 s | p95 s | mean batch | ASR busy | /limit | /baseline |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for f in figures.values():
+        lat = f.runs[0].latencies_s
+        p50 = f"{f.median(lambda r: r.pct(50)):.2f}" if lat else ""
+        p95 = f"{f.median(lambda r: r.pct(95)):.2f}" if lat else ""
+        batch = f"{f.median(lambda r: r.extra['mean_batch']):.1f}" if "mean_batch" in f.runs[0].extra else ""
+        busy = f"{f.median(lambda r: r.extra['asr_busy']):.0%}" if "asr_busy" in f.runs[0].extra else ""
+        print(
+            f"| {f.name} | {f.cell()} | {p50} | {p95} | {batch} | {busy} | {f.median() / limit:.2f} | {f.median() / base:.2f} |"
         )
-        url = cluster.deploy(app, timeout_s=900)
-        asr = serve.get_deployment_handle("ASR", app_name="bench")
-        total = sum(d for _, d in payloads)
-        asyncio.run(_send(url, payloads[:2], 2))  # warm the HTTP path
-        rows: list[Row] = []
-        levels = list(args.levels or [])
-        c = levels.pop(0) if levels else 1
-        while c <= args.max_concurrency:
-            for _ in range(args.asr_replicas):
-                asr.reset_stats.remote().result()
-            psutil.cpu_percent(None)
-            wall, lat = asyncio.run(_send(url, payloads, c))
-            cpu = psutil.cpu_percent(None)
-            reading = next(iter(gpu.read()), None)
-            util, mem = (reading.utilization_pct, reading.memory_used_mb) if reading else (None, None)
-            stats = asr.stats.remote().result()
-            row = Row(
-                "served",
-                c,
-                total,
-                wall,
-                lat,
-                stats["mean_batch_size"],
-                stats["mean_batch_audio_s"],
-                args.asr_replicas,
-                cpu,
-                util,
-                mem,
-            )
-            row.asr_busy = stats["busy_s"] / wall
-            rows.append(row)
-            print(
-                f"  served c={c:<3} rtfx={row.rtfx:7.1f} p95={row.pct(95):6.2f}s batch={row.mean_batch:4.1f} asr-busy={row.asr_busy:.0%}",
-                flush=True,
-            )
-            best_before = max((r.rtfx for r in rows[:-1]), default=0.0)
-            if args.levels is not None:
-                if not levels:
-                    break
-                c = levels.pop(0)
-                continue
-            if c >= 4 and row.rtfx < best_before * 1.05:
-                break
-            c *= 2
-        lone = []
-        for _ in range(5):
-            t = time.perf_counter()
-            asyncio.run(_send(url, [(ten_s, 10.0)], 1))
-            lone.append(time.perf_counter() - t)
-        return {"rows": rows, "lone_10s_served_s": statistics.median(lone)}
-    finally:
-        cluster.stop()
+    served = [f for n, f in figures.items() if n.startswith("served")]
+    best = max(served, key=lambda f: f.median())
+    return {
+        "limit": limit,
+        "oracle": figures[oracle_name].median(),
+        "baseline": base,
+        "best_served": best.name,
+        "served": best.median(),
+        "served_over_limit": best.median() / limit,
+        "served_over_baseline": best.median() / base,
+        "figures": {
+            n: [{"rtfx": r.rtfx, "p50": r.pct(50), "p95": r.pct(95), **r.extra} for r in f.runs]
+            for n, f in figures.items()
+        },
+    }
 
 
-# --- report -----------------------------------------------------------------------------
-
-
-def table(rows: list[Row], limit: float, baseline: float) -> str:
-    head = "| run | conc | audio-s/s (RTFx) | RTF | p50 s | p95 s | p99 s | mean batch | batch audio-s | replicas | CPU % | GPU % | GPU MiB | /limit | /baseline |"
-    lines = [head, "|" + "---|" * 15]
-    for r in rows:
-        g = lambda v: "–" if v is None else f"{v:.0f}"  # noqa: E731
-        lines.append(
-            f"| {r.name} | {r.concurrency} | {r.rtfx:.1f} | {1 / r.rtfx:.4f} | {r.pct(50):.2f} | {r.pct(95):.2f} | {r.pct(99):.2f} "
-            f"| {r.mean_batch:.1f} | {r.mean_batch_audio_s:.1f} | {r.replicas} | {r.cpu_pct:.0f} | {g(r.gpu_pct)} | {g(r.gpu_mem_mb)} "
-            f"| {r.rtfx / limit:.2f} | {r.rtfx / baseline:.2f} |"
-        )
-    return "\n".join(lines)
-
-
-def plots(rows: list[Row], limit: float, baseline: float, out: Path) -> None:
+def plots(figures: dict[str, Figure], summary: dict[str, Any], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
 
-    conc = [r.concurrency for r in rows]
+    served = [(int(n.split("c=")[1]), f) for n, f in figures.items() if n.startswith("served")]
+    conc = [c for c, _ in served]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(conc, [r.rtfx for r in rows], "o-", label="served graph")
-    ax.axhline(limit, color="g", ls="--", label=f"limit (in-process batched) {limit:.1f}")
-    ax.axhline(baseline, color="r", ls=":", label=f"one-at-a-time baseline {baseline:.1f}")
+    ax.errorbar(
+        conc,
+        [f.median() for _, f in served],
+        yerr=np.array([[f.median() - f.spread()[0], f.spread()[1] - f.median()] for _, f in served]).T,
+        fmt="o-",
+        capsize=3,
+        label="served graph (median, min–max)",
+    )
+    ax.axhline(summary["oracle"], color="g", ls="-.", label=f"oracle, length-sorted {summary['oracle']:.1f}")
+    ax.axhline(summary["limit"], color="g", ls="--", label=f"limit, arrival order {summary['limit']:.1f}")
+    ax.axhline(
+        summary["baseline"], color="r", ls=":", label=f"baseline, one at a time {summary['baseline']:.1f}"
+    )
     ax.set(xscale="log", xlabel="concurrent requests", ylabel="audio seconds / second", title="Throughput")
-    ax.set_ylim(0, max([limit, baseline, *(r.rtfx for r in rows)]) * 1.2)
+    ax.set_ylim(0, max(summary["oracle"], *(f.spread()[1] for _, f in served)) * 1.25)
     ax.set_xticks(conc, [str(c) for c in conc])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=110)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(conc, [r.pct(95) for r in rows], "o-")
-    ax.set(xscale="log", xlabel="concurrent requests", ylabel="p95 latency (s)", title="p95 latency")
-    ax.set_ylim(0, max(r.pct(95) for r in rows) * 1.2)
+    ax.plot(conc, [f.median(lambda r: r.pct(95)) for _, f in served], "o-")
+    ax.set(
+        xscale="log",
+        xlabel="concurrent requests",
+        ylabel="p95 latency (s)",
+        title="p95 latency, median of rounds",
+    )
     ax.set_xticks(conc, [str(c) for c in conc])
-    ax.xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     fig.savefig(out / "p95_latency.png", dpi=110)
 
@@ -324,102 +330,101 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["tiny", "large"], default="tiny")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
-    p.add_argument("--workload-s", type=float, default=None, help="audio seconds per concurrency level")
-    p.add_argument("--max-concurrency", type=int, default=32)
-    p.add_argument(
-        "--levels",
-        type=int,
-        nargs="*",
-        help="concurrency levels (default 1, 2, 4, ... until throughput stops growing)",
-    )
-    p.add_argument("--skip-direct", action="store_true", help="served graph only (for quick iterations)")
+    p.add_argument("--workload-s", type=float, default=None, help="audio seconds per run")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--levels", type=int, nargs="*", default=[1, 2, 4], help="served concurrency levels")
+    p.add_argument("--batches", type=int, nargs="*", default=[8, 16, 32], help="limit: batch sizes explored")
+    p.add_argument("--skip-direct", action="store_true", help="served graph only (quick iterations)")
     p.add_argument("--asr-replicas", type=int, default=1)
+    p.add_argument("--asr-workers", type=int, default=None, help="served: asr.workers (default: the YAML's)")
     p.add_argument("--gpu-per-replica", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--max-batch-audio-s", type=float, default=480)
-    p.add_argument("--batch-wait-s", type=float, default=0.01)
     p.add_argument(
-        "--min-fill",
-        type=float,
-        default=None,
-        help="ASR sub-batch padding efficiency (default: the deployment's)",
+        "--max-batch", type=int, default=None, help="served: max_batch_count (default: the YAML's)"
     )
+    p.add_argument("--batch-wait-s", type=float, default=None)
+    p.add_argument("--min-fill", type=float, default=None)
     args = p.parse_args()
     import logging
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
     workload_s = args.workload_s or (420.0 if args.model == "large" else 900.0)
-
     gpu = GpuProbe.visible()
     device = "cuda" if gpu.name else "cpu"
     machine = gpu.name or f"CPU, {os.cpu_count()} cores"
-    print(
-        f"bench: model={args.model} machine={machine} workload={workload_s:.0f} audio-s per level", flush=True
-    )
     model = model_dir(args.model)
     clips = build_clip_mix(ROOT / ".cache" / "clips")
     chosen = workload(clips, workload_s)
     payloads = [(c.path.read_bytes(), c.duration_s) for c in chosen]
     decoder = FfmpegDecoder(max_audio_s=4 * 3600)
     audios = [decoder.decode(d) for d, _ in payloads]
-    ten_s = next(c.path.read_bytes() for c in clips if abs(c.duration_s - 10) < 1)
-
-    if args.skip_direct:
-        served(model, payloads, ten_s, args, gpu)
-        return
-    batches = [1, 4, 8, 16] + ([32, 64] if gpu.name else [])
-    d = direct(model, audios, decoder.decode(ten_s), device, args.threads, batches)
-    limit, baseline_row = d["limit"], d["baseline"]
+    ten = next(c.path.read_bytes() for c in clips if abs(c.duration_s - 10) < 1)
     print(
-        f"  limit   rtfx={limit:7.1f} (best batch {d['best_batch']}; by batch { ({k: round(v, 1) for k, v in d['limit_by_batch'].items()}) })"
-    )
-    print(
-        f"  baseline rtfx={baseline_row.rtfx:6.1f} (AutoModel.generate per request); engine batch 1: {d['engine_one_at_a_time'].rtfx:.1f}",
+        f"bench: model={args.model} ({model.name}) machine={machine}; {len(chosen)} requests, "
+        f"{sum(c.duration_s for c in chosen):.0f} audio-s per run (clips {sorted({c.duration_s for c in chosen})} s); "
+        f"{args.rounds} interleaved rounds",
         flush=True,
     )
-    import gc
-
-    gc.collect()
-    s = served(model, payloads, ten_s, args, gpu)
-    rows: list[Row] = [baseline_row, d["engine_one_at_a_time"], *s["rows"]]
-    best = max(s["rows"], key=lambda r: r.rtfx)
+    arrangements: dict[str, Callable[[], Run]] = {}
+    proc: InProcess | None = None
+    explored: dict[str, float] = {}
+    if not args.skip_direct:
+        proc = InProcess(model, audios, device, args.threads)
+        arrival, oracle, explored = explore(proc, args.batches)
+        limit_name, oracle_name = arrival.label(), oracle.label()
+        arrangements[limit_name] = functools.partial(proc.limit, arrival)
+        arrangements[oracle_name] = functools.partial(proc.limit, oracle)
+        arrangements["baseline: AutoModel.generate per request, one at a time"] = proc.baseline
+    cluster, url = deploy_served(model, args, gpu)
+    try:
+        served_run(url, payloads[:2], 2)  # warm the HTTP path
+        for c in args.levels:
+            arrangements[f"served graph over HTTP, c={c}"] = functools.partial(
+                measure_served, url, payloads, c
+            )
+        figures = interleave(arrangements, args.rounds)
+        # A lone 10 s request: served vs the same VAD + ASR called directly, interleaved.
+        lone_served, lone_direct = [], []
+        for _ in range(5):
+            t = time.perf_counter()
+            served_run(url, [(ten, 10.0)], 1)
+            lone_served.append(time.perf_counter() - t)
+            if proc is not None:
+                lone_direct.append(proc.lone(decoder.decode(ten), arrival))
+        stats = served_stats()
+    finally:
+        cluster.stop()
 
     out = args.out / f"{args.model}-{'gpu' if gpu.name else 'cpu'}"
     out.mkdir(parents=True, exist_ok=True)
-    print()
-    print(
-        f"machine: {machine}; model: {args.model} ({model.name}); clip mix {sorted({c.duration_s for c in chosen})} s; "
-        f"{len(chosen)} requests, {sum(c.duration_s for c in chosen):.0f} audio-s per level"
+    if args.skip_direct:
+        for f in figures.values():
+            print(f"{f.name}: {f.cell()} audio-s/s, p95 {f.median(lambda r: r.pct(95)):.2f} s")
+        print(
+            f"lone 10 s p50 served {statistics.median(lone_served):.3f} s; ASR parallelism {stats['parallelism']}"
+        )
+        return
+    summary = report(
+        figures, limit_name, oracle_name, "baseline: AutoModel.generate per request, one at a time"
+    )
+    summary.update(
+        machine=machine,
+        model=args.model,
+        explored=explored,
+        lone_10s_served_s=statistics.median(lone_served),
+        lone_10s_direct_s=statistics.median(lone_direct),
     )
     print(
-        f"limit (in-process VAD + batched ASR, best of batch sizes in arrival and length order: {d['best_batch']}): {limit:.1f} audio-s/s"
+        f"lone 10 s request, p50 of 5 interleaved: served {summary['lone_10s_served_s']:.3f} s, "
+        f"direct {summary['lone_10s_direct_s']:.3f} s (ratio {summary['lone_10s_served_s'] / summary['lone_10s_direct_s']:.2f})"
     )
-    print("  by batch: " + ", ".join(f"{k}: {v:.1f}" for k, v in d["limit_by_batch"].items()))
-    print(table(rows, limit, baseline_row.rtfx))
-    print(
-        f"lone 10 s request p50: served {s['lone_10s_served_s']:.3f} s, direct {d['lone_10s_direct_s']:.3f} s "
-        f"(ratio {s['lone_10s_served_s'] / d['lone_10s_direct_s']:.2f})"
-    )
-    report = {
-        "machine": machine,
-        "model": args.model,
-        "limit": limit,
-        "limit_by_batch": d["limit_by_batch"],
-        "baseline": baseline_row.rtfx,
-        "rows": [
-            {**asdict(r), "rtfx": r.rtfx, "p50": r.pct(50), "p95": r.pct(95), "p99": r.pct(99)} for r in rows
-        ],
-        "lone_10s_served_s": s["lone_10s_served_s"],
-        "lone_10s_direct_s": d["lone_10s_direct_s"],
-        "served_over_limit": best.rtfx / limit,
-        "served_over_baseline": best.rtfx / baseline_row.rtfx,
-    }
-    (out / "bench.json").write_text(json.dumps(report, indent=2, default=str))
-    plots(s["rows"], limit, baseline_row.rtfx, out)
+    (out / "bench.json").write_text(json.dumps(summary, indent=2, default=str))
+    plots(figures, summary, out)
     print(f"wrote {out}/bench.json, throughput.png, p95_latency.png")
     print(
-        f"bench: served/limit={best.rtfx / limit:.2f} served/baseline={best.rtfx / baseline_row.rtfx:.2f} rtfx={best.rtfx:.1f}"
+        f"bench: served/limit={summary['served_over_limit']:.2f} served/baseline={summary['served_over_baseline']:.2f} "
+        f"rtfx={summary['served']:.1f} (medians of {args.rounds} rounds; limit {summary['limit']:.1f}, "
+        f"oracle {summary['oracle']:.1f}, baseline {summary['baseline']:.1f})"
     )
 
 

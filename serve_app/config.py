@@ -79,6 +79,11 @@ class FunasrArgs(_AsrCommon):
     served_names: list[str] = Field(default_factory=lambda: ["paraformer-zh"], min_length=1)
     language: str = "zh"
 
+    workers: int = Field(1, ge=1)
+    """Forward passes run at once, each on ``threads // workers`` torch threads. More workers
+    of fewer threads each keep a CPU busy when other stages share its cores (a thread that is
+    descheduled stalls a multi-threaded pass at every barrier; independent passes do not)."""
+
 
 class WhisperArgs(_AsrCommon):
     """Whisper through faster-whisper (CTranslate2): the embedded offline default."""
@@ -94,6 +99,15 @@ class WhisperArgs(_AsrCommon):
     compute_type: str = "int8"
     """CTranslate2 compute type on CPU (``int8``, ``float32``, ...); a GPU uses ``float16``
     unless this names something other than ``int8``."""
+
+    mode: Literal["auto", "parallel", "batched"] = "auto"
+    """How a batch runs. ``parallel``: ``workers`` CTranslate2 workers take clips at once,
+    clip by clip (what a CPU rewards); ``batched``: one ``generate`` over the whole batch on
+    ``threads`` threads (what a GPU rewards); ``auto``: parallel on CPU, batched on CUDA."""
+
+    workers: int | None = Field(None, ge=1)
+    """Parallel mode: CTranslate2 workers, each on ``threads // workers`` threads. ``None``:
+    one per thread (single-thread workers never stall on a descheduled sibling thread)."""
 
 
 def _engine(value: Any) -> str:
@@ -122,6 +136,11 @@ class VadArgs(_Strict):
     """Adjacent speech regions closer than this (seconds) are merged, up to ``max_segment_s``."""
 
     threads: int = Field(1, ge=1)
+    """Torch threads of each VAD instance."""
+
+    workers: int = Field(2, ge=1)
+    """VAD instances per replica, each segmenting one recording at a time: a short request is
+    cut beside a long one instead of waiting for it (FSMN-VAD takes ~1 s per 40 s of audio)."""
 
 
 class PostprocessArgs(_Strict):

@@ -173,6 +173,8 @@ class AsrEngine(Protocol):
     name: str
     supports_hotwords: bool
     supports_words: bool
+    parallelism: int
+    """How many ``transcribe_batch`` calls may run at once (from different threads)."""
 
     def transcribe_batch(
         self, audios: Sequence[np.ndarray], options: Sequence[AsrOptions]

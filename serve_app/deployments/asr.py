@@ -1,18 +1,22 @@
-"""ASR stage: segments from many concurrent requests form one batch.
+"""ASR stage: segments from many concurrent requests form batches, by one queue policy.
 
-Each request's segments enter ``_infer`` one by one; ``@serve.batch`` gathers items from all
-requests on the replica. A batch is bounded by count *and* by audio seconds
-(``engines.batching.item_cost``). The knobs come from ``user_config`` and change via
-``reconfigure()`` without a restart.
+``transcribe`` puts a request's segments into a ``FairQueue`` (priority classes first, then
+a fair share of audio seconds by request within a class) and awaits them. ``engine.parallelism`` batch loops
+take batches from it, bounded by count and audio seconds (``engines.batching.item_cost``),
+each waiting up to ``batch_wait_timeout_s`` for company, and run them on the engine in their
+own thread. The knobs come from ``user_config`` and change via ``reconfigure()`` without a
+restart. (``@serve.batch`` is a FIFO: a long upload's segments would fill every batch ahead of
+requests that arrive after it.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+import itertools
 import time
 from collections import Counter
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +27,10 @@ from ray import serve
 from serve_app.autoscaling import QUEUED_AUDIO_METRIC
 from serve_app.config import FunasrArgs, WhisperArgs
 from serve_app.contracts import SAMPLE_RATE, AsrOptions, AsrResult, Priority, Segmentation, Transcript
-from serve_app.deployments.common import WARMUP_AUDIO, Worker, logger, pick_device, replica_info
+from serve_app.deployments.common import WARMUP_AUDIO, logger, pick_device, replica_info
 from serve_app.engines import build_asr
-from serve_app.engines.batching import batch_cost, item_cost
+from serve_app.engines.batching import item_cost
+from serve_app.engines.scheduling import FairQueue
 from serve_app.engines.transcript import assemble
 from serve_app.gpu import GpuProbe
 from serve_app.metrics import asr_metrics, record_gpus
@@ -39,22 +44,19 @@ class BatchConfig(BaseModel):
     max_batch_audio_s: float = Field(240.0, gt=0)
     """Most audio seconds in one forward pass (bounds padded memory on the GPU)."""
     batch_wait_timeout_s: float = Field(0.01, ge=0)
-    """How long the first item of a batch waits for company."""
+    """How long a batch that is not full waits for company."""
     min_fill: float = Field(0.9, ge=0, le=1)
     """Engines that pad (FunASR): a batch is cut into sub-batches of similar length whose real
     audio fills at least this share of the padded area. High on CPUs, where padding costs
     wall time; lower on GPUs, where bigger batches matter more than padding."""
 
 
-@dataclass(frozen=True)
-class _Item:
+@dataclass
+class _Job:
     samples: np.ndarray
     options: AsrOptions
-    cost: float
-
-
-def _batch_cost(items: list[_Item]) -> int:
-    return batch_cost(i.cost for i in items)
+    seconds: float
+    future: asyncio.Future[AsrResult] = field(repr=False)
 
 
 @serve.deployment(name="ASR", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
@@ -63,7 +65,12 @@ class AsrDeployment:
         self.device = pick_device(asr.device)
         self.engine = build_asr(asr, Path(model_dir), self.device)
         self.language = asr.language
-        self._worker = Worker("asr")
+        self._parallelism = self.engine.parallelism
+        self._pool = ThreadPoolExecutor(max_workers=self._parallelism, thread_name_prefix="asr")
+        self._queue: FairQueue[_Job] = FairQueue()
+        self._ready = asyncio.Condition()
+        self._loops: list[asyncio.Task[None]] = []
+        self._requests = itertools.count()
         self._batch_sizes: Counter[int] = Counter()
         self._batch_audio_s: list[float] = []
         self._config = BatchConfig()
@@ -76,57 +83,39 @@ class AsrDeployment:
         self.reconfigure({})
         # Warm up before the replica reports ready: the first forward pass is much slower.
         self.engine.transcribe_batch([WARMUP_AUDIO, WARMUP_AUDIO[:8000]], [AsrOptions(), AsrOptions()])
-        logger.info("ASR %s ready on %s", self.engine.name, self.device)
+        logger.info("ASR %s ready on %s (%d batch loops)", self.engine.name, self.device, self._parallelism)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self._config = BatchConfig.model_validate({**self._config.model_dump(), **(user_config or {})})
-        # @serve.batch adds these setters at run time; its type stubs do not show them.
-        self._infer.set_max_batch_size(math.ceil(self._config.max_batch_audio_s))  # type: ignore[attr-defined]
-        self._infer.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)  # type: ignore[attr-defined]
         if hasattr(self.engine, "min_fill"):
             self.engine.min_fill = self._config.min_fill
 
-    @serve.batch(max_batch_size=240, batch_wait_timeout_s=0.01, batch_size_fn=_batch_cost)
-    async def _infer(self, items: list[_Item]) -> list[AsrResult]:
-        audio_s = sum(len(i.samples) for i in items) / SAMPLE_RATE
-        self._batch_sizes[len(items)] += 1
-        self._batch_audio_s.append(audio_s)
-        del self._batch_audio_s[:-1000]
-        self._metrics["batch_size"].observe(len(items))
-        self._metrics["batch_audio"].observe(audio_s)
-        t0 = time.perf_counter()
-        results = await self._worker.run(
-            self.engine.transcribe_batch, [i.samples for i in items], [i.options for i in items]
-        )
-        self._busy_s += time.perf_counter() - t0
-        self._metrics["processed"].inc(audio_s)
-        return results
+    def _cost(self, job: _Job) -> float:
+        c = self._config
+        return item_cost(job.seconds, c.max_batch_count, c.max_batch_audio_s)
 
     async def transcribe(
         self, seg: Segmentation, options: AsrOptions, priority: Priority = Priority.INTERACTIVE
     ) -> Transcript:
-        audio_s = sum(s.duration_s for s in seg.segments)
+        if not self._loops:
+            self._loops = [asyncio.create_task(self._batch_loop()) for _ in range(self._parallelism)]
+        loop = asyncio.get_running_loop()
+        jobs = [_Job(s.samples, options, s.duration_s, loop.create_future()) for s in seg.segments]
+        audio_s = sum(j.seconds for j in jobs)
+        request = next(self._requests)
         self._inflight += 1
         self._queued_audio_s += audio_s
         if audio_s > 0:  # Ray's Counter.inc rejects 0
             self._metrics["received"].inc(audio_s)
         self._metrics["queued"].set(self._queued_audio_s)
         start = time.perf_counter()
-        c = self._config
         try:
-            results = await asyncio.gather(
-                *(
-                    self._infer(
-                        _Item(
-                            s.samples,
-                            options,
-                            item_cost(s.duration_s, c.max_batch_count, c.max_batch_audio_s),
-                        )
-                    )
-                    for s in seg.segments
-                )
-            )
+            async with self._ready:
+                self._queue.push(request, int(priority), jobs)
+                self._ready.notify(len(jobs))
+            results = await asyncio.gather(*(j.future for j in jobs))
         finally:
+            self._queue.drop(request)  # a cancelled caller leaves nothing queued
             self._inflight -= 1
             self._queued_audio_s -= audio_s
             self._metrics["queued"].set(self._queued_audio_s)
@@ -134,13 +123,53 @@ class AsrDeployment:
             self._metrics["rtf"].observe((time.perf_counter() - start) / audio_s)
         return assemble(seg, results, options.language or self.language)
 
+    async def _batch_loop(self) -> None:
+        while True:
+            async with self._ready:
+                await self._ready.wait_for(lambda: len(self._queue) > 0)
+            c = self._config
+            if len(self._queue) < c.max_batch_count and c.batch_wait_timeout_s > 0:
+                await asyncio.sleep(c.batch_wait_timeout_s)  # let other requests' segments join
+            batch = self._queue.take(c.max_batch_count, c.max_batch_audio_s, self._cost, lambda j: j.seconds)
+            if batch:
+                await self._run(batch)
+
+    async def _run(self, batch: list[_Job]) -> None:
+        audio_s = sum(len(j.samples) for j in batch) / SAMPLE_RATE
+        self._batch_sizes[len(batch)] += 1
+        self._batch_audio_s.append(audio_s)
+        del self._batch_audio_s[:-1000]
+        self._metrics["batch_size"].observe(len(batch))
+        self._metrics["batch_audio"].observe(audio_s)
+        t0 = time.perf_counter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._pool,
+                self.engine.transcribe_batch,
+                [j.samples for j in batch],
+                [j.options for j in batch],
+            )
+        except Exception as e:  # the whole batch fails with it; each caller gets the error
+            for j in batch:
+                if not j.future.done():
+                    j.future.set_exception(e)
+            return
+        finally:
+            self._busy_s += time.perf_counter() - t0
+        self._metrics["processed"].inc(audio_s)
+        for j, r in zip(batch, results, strict=True):
+            if not j.future.done():
+                j.future.set_result(r)
+
     def stats(self) -> dict[str, Any]:
         """Batch sizes seen by this replica (for tests, the benchmark and operators)."""
         n = sum(self._batch_sizes.values())
         return {
             **replica_info(),
             "device": self.device,
+            "parallelism": self._parallelism,
             "inflight_requests": self._inflight,
+            "queued_segments": len(self._queue),
             "queued_audio_s": self._queued_audio_s,
             "batches": n,
             "batch_size_counts": dict(self._batch_sizes),
@@ -149,13 +178,12 @@ class AsrDeployment:
             if self._batch_audio_s
             else 0.0,
             "busy_s": self._busy_s,
-            "busy_fraction": self._busy_s / max(1e-9, time.monotonic() - self._since),
+            "busy_fraction": self._busy_s / self._parallelism / max(1e-9, time.monotonic() - self._since),
             "config": self._config.model_dump(),
         }
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """Queued + running audio seconds, for ``serve_app.autoscaling.QueuedAudioPolicy``
-        (read from our own counter, never from @serve.batch internals)."""
+        """Queued + running audio seconds, for ``serve_app.autoscaling.QueuedAudioPolicy``."""
         record_gpus(self._gpu)
         return {QUEUED_AUDIO_METRIC: self._queued_audio_s}
 

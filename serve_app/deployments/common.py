@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,27 @@ class Worker:
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+
+E = TypeVar("E")
+
+
+class EnginePool(Generic[E]):
+    """``size`` instances of a stage's engine (each not thread-safe), each used by one thread at
+    a time: a short request's call runs beside a long one's instead of queueing behind it."""
+
+    def __init__(self, name: str, engines: list[E]) -> None:
+        self._free: asyncio.Queue[E] = asyncio.Queue()
+        for e in engines:
+            self._free.put_nowait(e)
+        self._pool = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix=name)
+
+    async def run(self, fn: Callable[[E], T]) -> T:
+        engine = await self._free.get()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, engine)
+        finally:
+            self._free.put_nowait(engine)
 
 
 def pick_device(preference: str) -> str:

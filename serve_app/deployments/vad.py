@@ -9,24 +9,28 @@ from ray import serve
 
 from serve_app.config import VadArgs
 from serve_app.contracts import DecodedAudio, Segmentation
-from serve_app.deployments.common import WARMUP_AUDIO, Worker, replica_info
+from serve_app.deployments.common import WARMUP_AUDIO, EnginePool, replica_info
 from serve_app.engines.vad import FsmnVad
 
 
 @serve.deployment(name="VAD", ray_actor_options={"num_cpus": 0.25})
 class VadDeployment:
     def __init__(self, args: VadArgs, model_dir: str) -> None:
-        self._vad = FsmnVad(
-            Path(model_dir),
-            max_segment_s=args.max_segment_s,
-            merge_gap_s=args.merge_gap_s,
-            threads=args.threads,
-        )
-        self._worker = Worker("vad")
-        self._vad.segment(DecodedAudio(WARMUP_AUDIO))
+        engines = [
+            FsmnVad(
+                Path(model_dir),
+                max_segment_s=args.max_segment_s,
+                merge_gap_s=args.merge_gap_s,
+                threads=args.threads,
+            )
+            for _ in range(args.workers)
+        ]
+        for e in engines:
+            e.segment(DecodedAudio(WARMUP_AUDIO))
+        self._pool = EnginePool("vad", engines)
 
     async def __call__(self, audio: DecodedAudio) -> Segmentation:
-        return await self._worker.run(self._vad.segmentation, audio)
+        return await self._pool.run(lambda vad: vad.segmentation(audio))
 
     def ready(self) -> bool:
         return True

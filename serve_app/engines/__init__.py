@@ -42,7 +42,7 @@ def build_asr(args: FunasrArgs | WhisperArgs, model_dir: Path, device: str) -> A
     if isinstance(args, FunasrArgs):
         from serve_app.engines.funasr_asr import FunasrAsr
 
-        return FunasrAsr(model_dir, device=device, threads=args.threads)
+        return FunasrAsr(model_dir, device=device, threads=args.threads, workers=args.workers)
     from serve_app.engines.whisper_asr import WhisperAsr
 
     return WhisperAsr(
@@ -52,4 +52,6 @@ def build_asr(args: FunasrArgs | WhisperArgs, model_dir: Path, device: str) -> A
         compute_type=args.compute_type if device == "cpu" or args.compute_type != "int8" else "float16",
         beam_size=args.beam_size,
         language=args.language,
+        mode=args.mode if args.mode != "auto" else ("batched" if device == "cuda" else "parallel"),
+        workers=args.workers,
     )

@@ -1,13 +1,19 @@
 """Decode any container/codec ffmpeg reads into 16 kHz mono float32, from memory.
 
-The upload is written to an anonymous in-memory file (``memfd_create``) that ffmpeg opens
-as ``/dev/fd/N``: seekable, so MP4/M4A with the index at the end decode, and nothing is
-ever written to disk. The ffmpeg binary is the one bundled in ``imageio-ffmpeg``.
+WAV and FLAC, the formats of most recordings that reach a transcription server, are read in
+process with libsndfile (``soundfile``) and resampled with a polyphase filter: ~1 ms for 10 s
+of audio against ~20 ms for spawning ffmpeg. Everything else, and any WAV/FLAC libsndfile
+refuses, goes to ffmpeg: the upload is written to an anonymous in-memory file
+(``memfd_create``) that ffmpeg opens as ``/dev/fd/N``: seekable, so MP4/M4A with the index at
+the end decode, and nothing is ever written to disk. The ffmpeg binary is the one bundled in
+``imageio-ffmpeg``.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import math
 import os
 import subprocess
 from dataclasses import dataclass
@@ -74,8 +80,62 @@ def classify_failure(stderr: str) -> ServeError:
     return InternalError(f"audio decoding failed ({tail[0][:200]})")
 
 
+NATIVE_MAGIC = (b"RIFF", b"RF64", b"fLaC")
+"""WAV (RIFF/RF64) and FLAC: read in process."""
+
+
+def read_natively(source: AudioSource, want_s: float, limit_s: float | None) -> np.ndarray | None:
+    """WAV/FLAC samples of the source's window as 16 kHz mono float32, or ``None`` when this is
+    not a WAV/FLAC that libsndfile reads (then ffmpeg decides, and explains any failure).
+    ``limit_s``: a whole upload longer than this is refused from its header, before decoding."""
+    import soundfile as sf
+
+    if source.path is not None:
+        with open(source.path, "rb") as f:
+            head = f.read(4)
+        target: str | io.BytesIO = str(source.path)
+    else:
+        assert source.data is not None
+        head, target = source.data[:4], io.BytesIO(source.data)
+    if head not in NATIVE_MAGIC:
+        return None
+    try:
+        with sf.SoundFile(target) as f:
+            rate = f.samplerate
+            # A FLAC or WAV written to a pipe does not know its length (libsndfile then
+            # reports 2**63-1 frames): trust the header only when it is plausible. (Such a FLAC
+            # cannot be read here at all, libsndfile fails to seek in it: ffmpeg takes it.)
+            known = f.frames < 2**40
+            if limit_s is not None and known and f.frames > (limit_s + 1.0) * rate:
+                raise PayloadTooLarge(f"audio is longer than the limit of {limit_s:.0f} s")
+            start = round(source.start_s * rate)
+            if known and start >= f.frames:
+                return np.zeros(0, np.float32)
+            if start:
+                f.seek(start)
+            # In blocks: soundfile allocates a whole read up front, and an unknown length
+            # would make that the limit's worth (hours) of samples.
+            left, blocks = round(want_s * rate), []
+            while left > 0:
+                block = f.read(min(left, 60 * rate), dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                blocks.append(block)
+                left -= len(block)
+            frames = np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        return None
+    mono = frames.mean(axis=1) if frames.shape[1] > 1 else frames[:, 0]
+    if rate != SAMPLE_RATE:
+        from scipy.signal import resample_poly
+
+        g = math.gcd(rate, SAMPLE_RATE)
+        mono = resample_poly(mono, SAMPLE_RATE // g, rate // g)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
 class FfmpegDecoder:
-    """An ``AudioSource`` in, ``DecodedAudio`` out."""
+    """An ``AudioSource`` in, ``DecodedAudio`` out (WAV/FLAC in process, the rest by ffmpeg)."""
 
     def __init__(self, max_audio_s: float, timeout_s: float = 120.0, threads: int = 1) -> None:
         self.max_audio_s = max_audio_s
@@ -104,12 +164,13 @@ class FfmpegDecoder:
         # Decode one second past the limit: enough to know it was crossed, without ever
         # holding an unbounded file in memory.
         want_s = source.duration_s if source.duration_s is not None else self.max_audio_s + 1.0
-        if source.path is not None:
+        if source.data is not None and not source.data:
+            raise InvalidRequest("the uploaded file is empty")
+        samples = read_natively(source, want_s, self.max_audio_s if not window else None)
+        if samples is None and source.path is not None:
             samples = self._run(str(source.path), source.start_s, want_s, ())
-        else:
+        elif samples is None:
             assert source.data is not None
-            if not source.data:
-                raise InvalidRequest("the uploaded file is empty")
             samples = self._from_memory(source.data, source.start_s, want_s)
         if samples.size == 0 and not (window and source.start_s > 0):
             # ffmpeg "succeeded" but produced nothing: a container with an empty audio track.

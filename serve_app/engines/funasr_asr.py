@@ -84,26 +84,32 @@ class FunasrAsr:
         threads: int = 2,
         fix_padding: bool = True,
         min_fill: float = 0.9,
+        workers: int = 1,
     ) -> None:
         self.min_fill = min_fill
-        self.threads = threads
-        self._am = load_automodel(model_dir, device=device, threads=threads)
+        self.parallelism = workers
+        """How many ``transcribe_batch`` calls may run at once (each a forward pass)."""
+        self.threads = max(1, threads // workers)
+        self._am = load_automodel(model_dir, device=device, threads=self.threads)
         self.model = self._am.model
         self.name = type(self.model).__name__
         self.supports_hotwords = self.name in HOTWORD_MODELS
         if fix_padding:
             self.model.encode = zero_padded_frames(self.model.encode)
         self._kwargs = {k: v for k, v in self._am.kwargs.items() if k not in {"model", "input", "key"}}
-        self._lock = threading.Lock()
+        # The model's inference keeps no state between calls (checked in
+        # tests/unit/test_funasr_asr.py); bound the passes in flight to the workers.
+        self._slots = threading.BoundedSemaphore(workers)
 
     def _infer(self, audios: list[np.ndarray], words: bool, hotwords: str | None) -> list[AsrResult]:
         keys = [f"seg{i}" for i in range(len(audios))]
         extra: dict[str, Any] = {"pred_timestamp": words, "output_timestamp": words}
         if hotwords and self.supports_hotwords:
             extra["hotword"] = hotwords
-        with self._lock, torch.no_grad():
+        with self._slots, torch.no_grad():
             # Any AutoModel.generate in this process (the VAD's, punctuation's) resets torch's
-            # process-wide thread count to its own ncpu; take ours back.
+            # process-wide thread count to its own ncpu; take ours back. (Per process: every
+            # worker of this engine uses the same count.)
             if torch.get_num_threads() != self.threads:
                 torch.set_num_threads(self.threads)
             raw = self.model.inference(data_in=audios, key=keys, **self._kwargs, **extra)

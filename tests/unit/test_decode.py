@@ -203,3 +203,32 @@ def test_window_of_a_file_on_disk(tmp_path: Path, speech: np.ndarray) -> None:
     np.testing.assert_allclose(tail.samples, audio[-len(tail.samples) :], atol=1e-3)
     past = decoder.decode(AudioSource(path=path, start_s=total + 1.0, duration_s=2.0))
     assert past.complete and past.duration_s == 0.0
+
+
+@pytest.mark.parametrize("name", ["wav-s16-16k-mono", "wav-s24-48k-stereo", "flac-96k"])
+def test_wav_and_flac_decode_without_spawning_ffmpeg(
+    name: str, source_wav: bytes, speech: np.ndarray, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Through a file, as recorders write them (a FLAC written to a pipe has no length in its
+    # header; libsndfile cannot read that one and ffmpeg takes it, as test_decodes_format shows).
+    out = tmp_path / f"x.{CASES[name][-1]}"
+    subprocess.run(
+        [ffmpeg_exe(), "-y", "-loglevel", "error", "-i", "pipe:0", *CASES[name][:-2], str(out)],
+        input=source_wav,
+        check=True,
+    )
+    data = out.read_bytes()
+
+    def no_spawn(*a: object, **k: object) -> None:
+        raise AssertionError("ffmpeg was spawned for a WAV/FLAC upload")
+
+    monkeypatch.setattr(subprocess, "run", no_spawn)
+    audio = FfmpegDecoder(max_audio_s=60).decode(data)
+    assert abs(audio.duration_s - len(speech) / SAMPLE_RATE) < 0.01
+    assert _corr(audio.samples, speech) > 0.99
+
+
+def test_a_long_wav_is_refused_from_its_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    long = encode_wav(np.zeros(SAMPLE_RATE * 30, dtype=np.float32))
+    with pytest.raises(PayloadTooLarge, match="10 s"):
+        FfmpegDecoder(max_audio_s=10).decode(long)

@@ -85,3 +85,26 @@ def test_bucketing_does_not_change_results(engine: FunasrAsr, tiny_models: dict[
     audios = mixed_lengths(11)
     bucketed = FunasrAsr(tiny_models["paraformer-tiny"], threads=2, min_fill=0.9)
     assert texts(bucketed, audios) == texts(engine, audios) == [texts(engine, [a])[0] for a in audios]
+
+
+def test_two_workers_run_passes_at_once_with_the_same_results(tiny_models: dict[str, Path]) -> None:
+    """``workers=2``: two forward passes in flight (one torch thread each) answer exactly as
+    the same batches one after the other: the model's inference keeps no per-call state."""
+    import threading
+
+    two = FunasrAsr(tiny_models["paraformer-tiny"], threads=2, workers=2)
+    assert two.parallelism == 2 and two.threads == 1
+    batches = [mixed_lengths(seed, 6) for seed in (7, 8, 9, 10)]
+    expected = [texts(two, b) for b in batches]
+    got: list[tuple[int, list[str]]] = []
+
+    def run(i: int) -> None:
+        for _ in range(3):
+            got.append((i, texts(two, batches[i])))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 12 and all(texts_ == expected[i] for i, texts_ in got)

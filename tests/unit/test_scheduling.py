@@ -1,0 +1,79 @@
+"""The ASR queue policy: priority classes first, round-robin by request within a class."""
+
+from __future__ import annotations
+
+from serve_app.contracts import Priority
+from serve_app.engines.scheduling import FairQueue
+
+
+def names(batch: list[str]) -> str:
+    return " ".join(batch)
+
+
+def test_round_robin_between_requests() -> None:
+    q: FairQueue[str] = FairQueue()
+    q.push("long", Priority.INTERACTIVE, [f"L{i}" for i in range(6)])
+    q.push("a", Priority.INTERACTIVE, ["a0", "a1"])
+    q.push("b", Priority.INTERACTIVE, ["b0"])
+    assert names(q.take(4, 1e9, lambda _: 1.0)) == "L0 a0 b0 L1"
+    # The round goes on where it stopped: a was not served last.
+    assert names(q.take(4, 1e9, lambda _: 1.0)) == "a1 L2 L3 L4"
+    assert names(q.take(4, 1e9, lambda _: 1.0)) == "L5" and len(q) == 0
+
+
+def test_a_request_arriving_behind_a_long_one_is_served_next() -> None:
+    q: FairQueue[str] = FairQueue()
+    q.push("long", Priority.INTERACTIVE, [f"L{i}" for i in range(100)])
+    assert q.take(1, 1e9, lambda _: 1.0) == ["L0"]
+    q.push("short", Priority.INTERACTIVE, ["s0"])
+    assert q.take(1, 1e9, lambda _: 1.0) == ["s0"]  # FIFO would serve 99 L's first
+
+
+def test_priority_classes_first_then_the_rest_fills_the_batch() -> None:
+    q: FairQueue[str] = FairQueue()
+    q.push("job", Priority.BATCH, ["j0", "j1", "j2"])
+    q.push("live", Priority.INTERACTIVE, ["i0"])
+    q.push("http", Priority.INTERACTIVE, ["h0", "h1"])
+    assert names(q.take(3, 1e9, lambda _: 1.0)) == "i0 h0 h1"
+    assert names(q.take(3, 1e9, lambda _: 1.0)) == "j0 j1 j2"
+    q.push("job", Priority.BATCH, ["j3"])
+    q.push("http", Priority.INTERACTIVE, ["h2"])
+    assert names(q.take(8, 1e9, lambda _: 1.0)) == "h2 j3"
+
+
+def test_budget_bounds_a_batch_but_never_blocks_a_costly_item() -> None:
+    q: FairQueue[str] = FairQueue()
+    cost = {"big": 500.0, "x": 30.0, "y": 30.0, "z": 30.0}
+    q.push(1, 0, ["big"])
+    q.push(2, 0, ["x", "y", "z"])
+    assert q.take(16, 240.0, cost.__getitem__) == ["big"]  # over budget alone: still taken
+    assert q.take(16, 60.0, cost.__getitem__) == ["x", "y"]
+    assert q.take(16, 60.0, cost.__getitem__) == ["z"]
+
+
+def test_drop_removes_what_a_departed_caller_left() -> None:
+    q: FairQueue[str] = FairQueue()
+    q.push("gone", 0, ["g0", "g1"])
+    q.push("here", 0, ["h0"])
+    assert q.drop("gone") == ["g0", "g1"] and len(q) == 1 and q.drop("gone") == []
+    assert q.take(8, 1e9, lambda _: 1.0) == ["h0"]
+
+
+def test_a_long_request_is_never_starved() -> None:
+    q: FairQueue[str] = FairQueue()
+    q.push("long", Priority.INTERACTIVE, [f"L{i}" for i in range(3)])
+    served = []
+    for n in range(30):  # a new short request arrives before every batch
+        q.push(f"s{n}", Priority.INTERACTIVE, [f"s{n}"])
+        served += q.take(2, 1e9, lambda _: 1.0)
+    assert {"L0", "L1", "L2"} <= set(served[:12]), served[:12]
+
+
+def test_shares_are_audio_seconds_not_items() -> None:
+    """A request of 30 s segments and one of 3 s segments: the short one gets about ten turns
+    for each of the long one's, so both are served the same audio seconds."""
+    q: FairQueue[float] = FairQueue()
+    q.push("long", Priority.INTERACTIVE, [30.0] * 5)
+    q.push("short", Priority.INTERACTIVE, [3.0] * 40)
+    served = [q.take(1, 1e9, lambda _: 1.0, weight=lambda s: s)[0] for _ in range(22)]
+    assert served == [30.0] + [3.0] * 10 + [30.0] + [3.0] * 10, served
