@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Ray's token auth breaks later `ray`/`serve` CLI calls on a local cluster.
 export RAY_AUTH_MODE := disabled
+# Serve polls every 100 ms by default: an idle graph then burns a third of a core, a sixth of a
+# 2-core machine. Half a second (control loop) and a second (metrics export) are plenty here.
+export RAY_SERVE_CONTROL_LOOP_INTERVAL_S ?= 0.5
+export RAY_SERVE_METRICS_EXPORT_INTERVAL_MS ?= 1000
 # The pip config of some hosts lists extra indexes that may not exist: keep the noise out.
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
@@ -52,7 +56,7 @@ tiny-models: install
 	$(PY) -m tools.tiny_models --out models/tiny
 
 models: install
-	$(PY) -m serve_app.model_paths download paraformer-zh fsmn-vad ct-punc
+	$(PY) -m serve_app.model_paths download paraformer-zh paraformer-zh-streaming fsmn-vad ct-punc
 
 bench: install system-test-deps
 	$(PY) -m bench.run --model tiny

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -89,7 +90,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--short-s", type=float, default=40.0)
-    p.add_argument("--code", default=None, help="serve serve_app from this checkout (before/after)")
+    p.add_argument(
+        "--code", default=None, help="serve serve_app from this checkout (before/after): Ray starts there"
+    )
     p.add_argument("--user-config", default=None, help="ASR user_config as JSON (e.g. an older YAML's)")
     args = p.parse_args()
     import json
@@ -97,15 +100,16 @@ def main() -> None:
     clip = next(c for c in build_clip_mix(ROOT / ".cache" / "clips") if c.duration_s == 300.0)
     long = (clip.path.read_bytes(), clip.duration_s)
     data = beckett()
-    cluster = LocalServe.start(num_cpus=8, object_store_mb=500)
+    # Ray puts the driver's current directory first on every worker's sys.path: started from
+    # another checkout, the replicas import its serve_app (this process keeps its own).
+    with contextlib.chdir(args.code or "."):
+        cluster = LocalServe.start(num_cpus=8, object_store_mb=500)
     try:
         app: dict[str, Any] = app_config(
             "local.yaml",
             "fair",
             deployments={"ASR": {"user_config": json.loads(args.user_config)}} if args.user_config else None,
         )
-        if args.code:
-            app["runtime_env"] = {"env_vars": {"PYTHONPATH": args.code}}
         url = cluster.deploy(app)
         short_alone(url, data, 2, 5.0)  # warm up
         print(

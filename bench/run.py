@@ -195,53 +195,50 @@ def explore(proc: InProcess, batches: list[int]) -> tuple[Arrangement, Arrangeme
 # --- served ------------------------------------------------------------------------------
 
 
-def deploy_served(model: Path, args: argparse.Namespace, gpu: GpuProbe) -> tuple[Any, str]:
+def deploy_served(model: Path, args: argparse.Namespace, gpu: GpuProbe) -> tuple[Any, dict[int, str]]:
+    """One app per ASR worker count asked for (``--asr-workers 1 2``): the shapes are measured
+    in the same rounds. Returns the cluster and each shape's URL."""
     from tools.local_serve import LocalServe, app_config
 
     cluster = LocalServe.start(
         num_cpus=max(8, os.cpu_count() or 2), num_gpus=1 if gpu.name else None, object_store_mb=1000
     )
-    asr: dict[str, Any] = {"model": str(model), "device": "auto", "threads": args.threads}
-    if args.asr_workers:
-        asr["workers"] = args.asr_workers
-    user_config: dict[str, Any] = {"max_batch_count": args.max_batch} if args.max_batch else {}
+    base = next(d for d in app_config("local-funasr.yaml", "x")["deployments"] if d["name"] == "ASR")
+    user_config: dict[str, Any] = dict(base.get("user_config", {}))
+    if args.max_batch:
+        user_config["max_batch_count"] = args.max_batch
     if args.batch_wait_s is not None:
         user_config["batch_wait_timeout_s"] = args.batch_wait_s
     if args.min_fill is not None:
         user_config["min_fill"] = args.min_fill
-    asr_deployment: dict[str, Any] = {"num_replicas": args.asr_replicas}
-    if user_config:
-        asr_deployment["user_config"] = user_config
+    asr_deployment: dict[str, Any] = {"num_replicas": args.asr_replicas, "user_config": user_config}
     if gpu.name:
         asr_deployment["ray_actor_options"] = {"num_cpus": 1, "num_gpus": args.gpu_per_replica}
-    app = app_config(
-        "local-funasr.yaml",
-        "bench",
-        args={"asr": asr, "postprocess": {"punc_model": None, "itn": False}},
-        deployments={"ASR": asr_deployment},
-    )
-    if user_config:  # merge onto the YAML's knobs rather than replace them
-        base = next(d for d in app_config("local-funasr.yaml", "x")["deployments"] if d["name"] == "ASR")
-        next(d for d in app["deployments"] if d["name"] == "ASR")["user_config"] = {
-            **base.get("user_config", {}),
-            **user_config,
-        }
-    return cluster, cluster.deploy(app, timeout_s=900)
+    urls = {}
+    for workers in args.asr_workers:
+        asr = {"model": str(model), "device": "auto", "threads": args.threads, "workers": workers}
+        app = app_config(
+            "local-funasr.yaml",
+            f"bench-w{workers}",
+            args={"asr": asr, "postprocess": {"punc_model": None, "itn": False}},
+            deployments={"ASR": asr_deployment},
+        )
+        urls[workers] = cluster.deploy(app, timeout_s=900)
+    return cluster, urls
 
 
-def served_stats(app: str = "bench") -> dict[str, Any]:
+def served_stats(app: str) -> dict[str, Any]:
     from ray import serve
 
     return dict(serve.get_deployment_handle("ASR", app_name=app).stats.remote().result())
 
 
-def measure_served(url: str, payloads: list[tuple[bytes, float]], c: int) -> Run:
+def measure_served(app: str, url: str, payloads: list[tuple[bytes, float]], c: int) -> Run:
     from ray import serve
 
-    asr = serve.get_deployment_handle("ASR", app_name="bench")
-    asr.reset_stats.remote().result()
+    serve.get_deployment_handle("ASR", app_name=app).reset_stats.remote().result()
     run = served_run(url, payloads, c)
-    stats = served_stats()
+    stats = served_stats(app)
     run.extra = {
         "mean_batch": stats["mean_batch_size"],
         "asr_busy": stats["busy_s"] / stats["parallelism"] / run.wall_s,
@@ -291,17 +288,23 @@ def plots(figures: dict[str, Figure], summary: dict[str, Any], out: Path) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    served = [(int(n.split("c=")[1]), f) for n, f in figures.items() if n.startswith("served")]
-    conc = [c for c, _ in served]
+    shapes: dict[str, list[tuple[int, Figure]]] = {}
+    for n, f in figures.items():
+        if n.startswith("served"):
+            shape, c = n.removeprefix("served graph over HTTP, ").rsplit(", c=", 1)
+            shapes.setdefault(shape, []).append((int(c), f))
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.errorbar(
-        conc,
-        [f.median() for _, f in served],
-        yerr=np.array([[f.median() - f.spread()[0], f.spread()[1] - f.median()] for _, f in served]).T,
-        fmt="o-",
-        capsize=3,
-        label="served graph (median, min–max)",
-    )
+    for shape, served in shapes.items():
+        ax.errorbar(
+            [c for c, _ in served],
+            [f.median() for _, f in served],
+            yerr=np.array([[f.median() - f.spread()[0], f.spread()[1] - f.median()] for _, f in served]).T,
+            fmt="o-",
+            capsize=3,
+            label=f"served, {shape} (median, min–max)",
+        )
+    served = [x for s in shapes.values() for x in s]
+    conc = sorted({c for c, _ in served})
     ax.axhline(summary["oracle"], color="g", ls="-.", label=f"oracle, length-sorted {summary['oracle']:.1f}")
     ax.axhline(summary["limit"], color="g", ls="--", label=f"limit, arrival order {summary['limit']:.1f}")
     ax.axhline(
@@ -314,7 +317,9 @@ def plots(figures: dict[str, Figure], summary: dict[str, Any], out: Path) -> Non
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=110)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(conc, [f.median(lambda r: r.pct(95)) for _, f in served], "o-")
+    for shape, rows in shapes.items():
+        ax.plot([c for c, _ in rows], [f.median(lambda r: r.pct(95)) for _, f in rows], "o-", label=shape)
+    ax.legend(fontsize=8)
     ax.set(
         xscale="log",
         xlabel="concurrent requests",
@@ -336,7 +341,9 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="*", default=[8, 16, 32], help="limit: batch sizes explored")
     p.add_argument("--skip-direct", action="store_true", help="served graph only (quick iterations)")
     p.add_argument("--asr-replicas", type=int, default=1)
-    p.add_argument("--asr-workers", type=int, default=None, help="served: asr.workers (default: the YAML's)")
+    p.add_argument(
+        "--asr-workers", type=int, nargs="*", default=[1, 2], help="served: asr.workers shapes, one app each"
+    )
     p.add_argument("--gpu-per-replica", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
@@ -375,23 +382,25 @@ def main() -> None:
         arrangements[limit_name] = functools.partial(proc.limit, arrival)
         arrangements[oracle_name] = functools.partial(proc.limit, oracle)
         arrangements["baseline: AutoModel.generate per request, one at a time"] = proc.baseline
-    cluster, url = deploy_served(model, args, gpu)
+    cluster, urls = deploy_served(model, args, gpu)
     try:
-        served_run(url, payloads[:2], 2)  # warm the HTTP path
-        for c in args.levels:
-            arrangements[f"served graph over HTTP, c={c}"] = functools.partial(
-                measure_served, url, payloads, c
-            )
+        for w, url in urls.items():
+            served_run(url, payloads[:2], 2)  # warm the HTTP path
+            for c in args.levels:
+                name = f"served graph over HTTP, {w}×{args.threads // w} threads, c={c}"
+                arrangements[name] = functools.partial(measure_served, f"bench-w{w}", url, payloads, c)
         figures = interleave(arrangements, args.rounds)
-        # A lone 10 s request: served vs the same VAD + ASR called directly, interleaved.
-        lone_served, lone_direct = [], []
+        # A lone 10 s request: served vs the same VAD + ASR called directly (the same thread
+        # shape), interleaved.
+        lone_served: dict[int, list[float]] = {w: [] for w in urls}
+        lone_direct: dict[int, list[float]] = {w: [] for w in urls}
         for _ in range(5):
-            t = time.perf_counter()
-            served_run(url, [(ten, 10.0)], 1)
-            lone_served.append(time.perf_counter() - t)
-            if proc is not None:
-                lone_direct.append(proc.lone(decoder.decode(ten), arrival))
-        stats = served_stats()
+            for w, url in urls.items():
+                t = time.perf_counter()
+                served_run(url, [(ten, 10.0)], 1)
+                lone_served[w].append(time.perf_counter() - t)
+                if proc is not None:
+                    lone_direct[w].append(proc.lone(decoder.decode(ten), Arrangement(1, w, False)))
     finally:
         cluster.stop()
 
@@ -400,9 +409,8 @@ def main() -> None:
     if args.skip_direct:
         for f in figures.values():
             print(f"{f.name}: {f.cell()} audio-s/s, p95 {f.median(lambda r: r.pct(95)):.2f} s")
-        print(
-            f"lone 10 s p50 served {statistics.median(lone_served):.3f} s; ASR parallelism {stats['parallelism']}"
-        )
+        for w, lat in lone_served.items():
+            print(f"lone 10 s p50, {w} worker(s): served {statistics.median(lat):.3f} s")
         return
     summary = report(
         figures, limit_name, oracle_name, "baseline: AutoModel.generate per request, one at a time"
@@ -411,13 +419,16 @@ def main() -> None:
         machine=machine,
         model=args.model,
         explored=explored,
-        lone_10s_served_s=statistics.median(lone_served),
-        lone_10s_direct_s=statistics.median(lone_direct),
+        lone_10s={
+            w: {"served_s": statistics.median(lone_served[w]), "direct_s": statistics.median(lone_direct[w])}
+            for w in urls
+        },
     )
-    print(
-        f"lone 10 s request, p50 of 5 interleaved: served {summary['lone_10s_served_s']:.3f} s, "
-        f"direct {summary['lone_10s_direct_s']:.3f} s (ratio {summary['lone_10s_served_s'] / summary['lone_10s_direct_s']:.2f})"
-    )
+    for w, lone in summary["lone_10s"].items():
+        print(
+            f"lone 10 s request, {w}×{args.threads // w} threads, p50 of 5 interleaved: served {lone['served_s']:.3f} s, "
+            f"direct {lone['direct_s']:.3f} s (ratio {lone['served_s'] / lone['direct_s']:.2f})"
+        )
     (out / "bench.json").write_text(json.dumps(summary, indent=2, default=str))
     plots(figures, summary, out)
     print(f"wrote {out}/bench.json, throughput.png, p95_latency.png")

@@ -20,11 +20,12 @@ another) rtfx=…``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.util
+import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from bench.common import Figure, Run, interleave, served_run
 from serve_app.gpu import GpuProbe
@@ -44,18 +45,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--requests", type=int, default=16)
-    p.add_argument("--code", default=None, help="serve serve_app from this checkout (before/after)")
+    p.add_argument(
+        "--code", default=None, help="serve serve_app from this checkout (before/after): Ray starts there"
+    )
+    p.add_argument(
+        "--user-config", default=None, help="shipped app's ASR user_config as JSON (e.g. an older YAML's)"
+    )
     args = p.parse_args()
     gpu = GpuProbe.visible()
     data = beckett()
     payloads = [(data, 10.0)] * args.requests
-    cluster = LocalServe.start(num_cpus=8, num_gpus=1 if gpu.name else None, object_store_mb=500)
+    # Ray puts the driver's current directory first on every worker's sys.path: started from
+    # another checkout, the replicas import its serve_app (this process keeps its own).
+    with contextlib.chdir(args.code or "."):
+        cluster = LocalServe.start(num_cpus=8, num_gpus=1 if gpu.name else None, object_store_mb=500)
     deploy = cluster.deploy
-    if args.code:  # replicas import serve_app from another checkout
-
-        def deploy(app: dict[str, Any], timeout_s: float = 300) -> str:
-            return cluster.deploy({**app, "runtime_env": {"env_vars": {"PYTHONPATH": args.code}}}, timeout_s)
-
     try:
         ref = deploy(
             app_config(
@@ -65,7 +69,16 @@ def main() -> None:
                 deployments={"ASR": {"user_config": SERIAL}},
             )
         )
-        shipped = deploy(app_config("local.yaml", "shipped", args={"asr": {"device": "cpu"}}))
+        shipped = deploy(
+            app_config(
+                "local.yaml",
+                "shipped",
+                args={"asr": {"device": "cpu"}},
+                deployments={"ASR": {"user_config": json.loads(args.user_config)}}
+                if args.user_config
+                else None,
+            )
+        )
         urls = {"reference": ref, "shipped": shipped}
         if gpu.name:
             urls["batched (GPU)"] = deploy(

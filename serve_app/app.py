@@ -17,6 +17,7 @@ from serve_app.deployments.asr import AsrDeployment
 from serve_app.deployments.decode import DecodeDeployment
 from serve_app.deployments.ingress import Ingress
 from serve_app.deployments.postprocess import PostprocessDeployment
+from serve_app.deployments.streaming import StreamingDeployment
 from serve_app.deployments.vad import VadDeployment
 from serve_app.engines import supported_languages
 from serve_app.model_paths import resolve
@@ -30,6 +31,8 @@ def build_app(args: PipelineArgs | dict[str, Any]) -> Application:
     vad_dir = str(resolve(args.vad.model, settings))
     punc = args.postprocess.punc_model
     punc_dir = str(resolve(punc, settings)) if punc else None
+    streaming_model = args.realtime.streaming_model
+    streaming_dir = str(resolve(streaming_model, settings)) if streaming_model else None
     served = ServedModel(
         names=list(args.asr.served_names),
         language=args.asr.language,
@@ -45,4 +48,7 @@ def build_app(args: PipelineArgs | dict[str, Any]) -> Application:
     vad = VadDeployment.bind(args.vad, vad_dir)  # type: ignore[attr-defined]
     asr = AsrDeployment.bind(args.asr, str(asr_dir))  # type: ignore[attr-defined]
     post = PostprocessDeployment.bind(args.postprocess, punc_dir)  # type: ignore[attr-defined]
-    return Ingress.bind(decode, vad, asr, post, served, args.limits, args.retry)  # type: ignore[attr-defined]
+    streaming = StreamingDeployment.bind(args.realtime, vad_dir, streaming_dir)  # type: ignore[attr-defined]
+    return Ingress.bind(  # type: ignore[attr-defined]
+        decode, vad, asr, post, streaming, served, args.limits, args.retry, args.realtime
+    )

@@ -140,7 +140,54 @@ class VadArgs(_Strict):
 
     workers: int = Field(2, ge=1)
     """VAD instances per replica, each segmenting one recording at a time: a short request is
-    cut beside a long one instead of waiting for it (FSMN-VAD takes ~1 s per 40 s of audio)."""
+    cut beside a long one instead of waiting for it."""
+
+    window_s: float = Field(60.0, ge=10.0)
+    """A recording is segmented (and handed to ASR) this many seconds at a time, so ASR starts
+    on a long file's first segments while the VAD reads on."""
+
+
+class RealtimeArgs(_Strict):
+    """Realtime streaming sessions (FunASR's WebSocket protocol and OpenAI's Realtime API)."""
+
+    streaming_model: str | None = None
+    """A FunASR streaming Paraformer (``ParaformerStreaming``: a directory or ``paraformer-zh-streaming``)
+    for online partials, chunks of all sessions of a replica in one forward pass. ``None``:
+    partials re-decode the open utterance with the offline ASR model, at most every
+    ``partial_interval_s`` (how the Whisper default streams)."""
+
+    threads: int = Field(2, ge=1)
+    """Torch threads of the streaming model."""
+
+    chunk_size: tuple[int, int, int] = (0, 10, 5)
+    """The streaming model's chunk in 60 ms frames (``[left, chunk, right]``): 600 ms chunks,
+    300 ms look-ahead. One per deployment (sessions batch together only at one chunk size);
+    a client's own ``chunk_size`` is accepted and not used."""
+
+    encoder_chunk_look_back: int = Field(4, ge=0)
+    decoder_chunk_look_back: int = Field(1, ge=0)
+
+    end_silence_ms: int = Field(800, ge=100, le=5000)
+    """Silence that ends an utterance (the streaming VAD's endpoint): a 2pass final follows."""
+
+    max_utterance_s: float = Field(30.0, gt=1.0, le=60.0)
+    """Speech longer than this without a pause is cut into finals of at most this length."""
+
+    partial_interval_s: float = Field(1.0, gt=0)
+    """Without a streaming model: the least time between two re-decoded partials."""
+
+    batch_wait_s: float = Field(0.02, ge=0)
+    """How long a streaming step waits for other sessions' chunks to join it."""
+
+    max_sessions: int = Field(32, ge=1)
+    """Live sessions per Streaming replica; beyond this a new session is refused (1013)."""
+
+    idle_timeout_s: float = Field(60.0, gt=0)
+    """A session that receives nothing for this long is closed and its state freed."""
+
+    max_backlog_s: float = Field(30.0, gt=0)
+    """Audio received but not yet processed; a client that sends faster than this lets the
+    server keep up is refused (offline mode buffers up to ``limits.max_audio_s`` instead)."""
 
 
 class PostprocessArgs(_Strict):
@@ -190,6 +237,14 @@ class PipelineArgs(_Strict):
     postprocess: PostprocessArgs = Field(default_factory=PostprocessArgs)
     limits: LimitsArgs = Field(default_factory=LimitsArgs)
     retry: RetryArgs = Field(default_factory=RetryArgs)
+    realtime: RealtimeArgs = Field(default_factory=RealtimeArgs)
+
+    @model_validator(mode="after")
+    def _windows_hold_segments(self) -> PipelineArgs:
+        if self.vad.window_s < 2 * self.vad.max_segment_s:
+            # Speech running into a window's end moves to the next window, which must hold it.
+            raise ValueError("vad.window_s must be at least twice vad.max_segment_s")
+        return self
 
     @model_validator(mode="after")
     def _default_language_is_allowed(self) -> PipelineArgs:

@@ -60,6 +60,14 @@ class Overloaded(ServeError):
     retry_after_s = 1.0
 
 
+class SessionLost(ServeError):
+    """A realtime session's state is not on the replica that got its audio (it expired, or
+    its replica restarted): the client must start a new session."""
+
+    status_code = 410
+    type = "session_lost"
+
+
 class NotReady(ServeError):
     """A stage is not loaded yet."""
 

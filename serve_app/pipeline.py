@@ -7,8 +7,10 @@ Entry points, by what the caller already has:
 * ``transcribe_samples``: 16 kHz float32 samples already decoded (VAD onwards);
 * ``transcribe_segments``: speech already cut, e.g. a realtime endpoint (ASR onwards).
 
-Stages are chained without awaiting the middle: each ``DeploymentResponse`` feeds the next
-handle, so audio moves replica to replica, never through the caller. Every entry point is
+Stages are chained without awaiting the middle where they can be: decode's response feeds the
+VAD, and ASR's the postprocessing, replica to replica. The VAD streams its segmentation back
+window by window (``VadArgs.window_s``) and each window is sent to ASR as soon as it is cut, so
+a long recording's ASR starts while the VAD still reads it. Every entry point is
 idempotent, so a chain that failed because a replica died under it is sent again
 (``RetryArgs``); every failure leaves here as a ``ServeError``.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
 import numpy as np
@@ -32,6 +35,7 @@ from serve_app.contracts import (
     TranscribeOptions,
     Transcript,
 )
+from serve_app.engines.transcript import merge
 from serve_app.errors import InternalError, Overloaded, ServeError
 
 logger = logging.getLogger("ray.serve")
@@ -112,15 +116,13 @@ class Pipeline:
         """Chains sent again after a lost replica (for stats and tests)."""
 
     async def transcribe_source(self, source: AudioSource, opts: TranscribeOptions) -> Transcript:
-        return await self._run(
-            lambda: self._from_segmentation(self.vad.remote(self.decode.remote(source)), opts)
-        )
+        return await self._run(lambda: self._windowed(self.decode.remote(source), opts))
 
     async def transcribe_samples(
         self, samples: np.ndarray, opts: TranscribeOptions, offset_s: float = 0.0
     ) -> Transcript:
         audio = DecodedAudio(samples=samples, offset_s=offset_s)
-        return await self._run(lambda: self._from_segmentation(self.vad.remote(audio), opts))
+        return await self._run(lambda: self._windowed(audio, opts))
 
     async def transcribe_segments(
         self, segments: list[SpeechSegment], duration_s: float, opts: TranscribeOptions
@@ -131,6 +133,16 @@ class Pipeline:
     def _from_segmentation(self, seg: object, opts: TranscribeOptions) -> Awaitable[Transcript]:
         transcript = self.asr.transcribe.remote(seg, opts.asr, opts.priority)
         return self.post.remote(transcript, opts.post)  # type: ignore[no-any-return]
+
+    async def _windowed(self, audio: object, opts: TranscribeOptions) -> Transcript:
+        """VAD streams the segmentation window by window; each window goes to ASR as soon as
+        it is cut (all under one key: one request in the ASR queue), then postprocessing."""
+        key = uuid.uuid4().hex
+        parts = []
+        async for seg in self.vad.options(stream=True).stream.remote(audio):  # type: ignore[union-attr]
+            parts.append(self.asr.transcribe.remote(seg, opts.asr, opts.priority, key))
+        transcripts = await asyncio.gather(*parts)
+        return await self.post.remote(merge(transcripts), opts.post)  # type: ignore[no-any-return]
 
     async def _run(self, chain: Callable[[], Awaitable[Transcript]]) -> Transcript:
         deadline: float | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,79 @@ def post_concurrently(url: str, audio: bytes, n: int, timeout_s: float = 300) ->
             )
 
     return asyncio.run(burst())
+
+
+def ws_url(http_url: str, path: str = "/") -> str:
+    """The WebSocket URL of ``path`` in the app at ``http_url`` (FunASR's protocol is at ``/``:
+    under a test app's route prefix that is ``/<app>/``)."""
+    return http_url.replace("http://", "ws://", 1).rstrip("/") + path
+
+
+async def funasr_stream(
+    url: str,
+    pcm16: bytes,
+    mode: str = "2pass",
+    end: str = "is_end",
+    pace_s: float = 0.0,
+    rate: int = 16000,
+    frame_bytes: int = 1920,
+    wav_name: str = "demo",
+    timeout_s: float = 60.0,
+) -> list[dict[str, Any]]:
+    """Stream ``pcm16`` as FunASR's official client does: the configuration, 60 ms binary
+    frames (``pace_s`` apart), then the end message of either client generation
+    (``end="is_end"``: wait for the acknowledgement; ``end="classic"``: ``{"is_speaking":
+    false}`` and read for 2 s more, as that client does before it closes). Returns every reply."""
+    import json
+
+    import websockets
+
+    config = {
+        "mode": mode,
+        "chunk_size": [5, 10, 5],
+        "chunk_interval": 10,
+        "encoder_chunk_look_back": 4,
+        "decoder_chunk_look_back": 0,
+        "audio_fs": rate,
+        "wav_name": wav_name,
+        "wav_format": "pcm",
+        "is_speaking": True,
+        "hotwords": "",
+        "itn": True,
+    }
+    replies: list[dict[str, Any]] = []
+    async with websockets.connect(url, subprotocols=["binary"], ping_interval=None, open_timeout=30) as ws:  # type: ignore[list-item]
+
+        async def read(deadline_s: float, until_end: bool) -> None:
+            loop = asyncio.get_running_loop()
+            stop = loop.time() + deadline_s
+            while loop.time() < stop:
+                try:
+                    msg = await asyncio.wait_for(ws.recv(), timeout=max(0.01, stop - loop.time()))
+                except TimeoutError:
+                    return
+                replies.append(json.loads(msg))
+                if until_end and replies[-1].get("is_end"):
+                    return
+
+        reader = asyncio.create_task(read(timeout_s, until_end=False))
+        await ws.send(json.dumps(config))
+        for i in range(0, len(pcm16), frame_bytes):
+            await ws.send(pcm16[i : i + frame_bytes])
+            await asyncio.sleep(pace_s)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        if end == "classic":
+            await ws.send(json.dumps({"is_speaking": False}))
+            await read(2.0, until_end=False)
+        else:
+            await ws.send(json.dumps({"is_speaking": False, "is_end": True}))
+            await read(timeout_s, until_end=True)
+    return replies
+
+
+def pcm16(samples: Any) -> bytes:
+    import numpy as np
+
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()

@@ -4,6 +4,7 @@ through the controller (as ``serve run``/``serve deploy`` do), with overrides me
 from __future__ import annotations
 
 import copy
+import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,13 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+SERVE_ENV = {
+    # Serve's defaults poll every 100 ms: on a 2-core machine an idle graph then burns a third
+    # of a core. The Makefile sets the same for `make run` (see the README, "Small machines").
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+}
 
 
 def free_port() -> int:
@@ -52,6 +60,8 @@ class LocalServe:
         import ray
         from ray.serve._private import api as serve_api
 
+        for key, value in SERVE_ENV.items():  # read by Ray's processes when they start
+            os.environ.setdefault(key, value)
         ray.init(
             num_cpus=num_cpus,
             num_gpus=num_gpus,

@@ -5,8 +5,14 @@ build them from FunASR's own registry: the same classes, the same frontend, the 
 inference code as the released models — only the weights are random. ``large`` has the
 paraformer-large dimensions (220 M parameters), so its compute cost is the real model's.
 
-    python -m tools.tiny_models --out models/tiny            # paraformer-tiny, ct-punc-tiny
-    python -m tools.tiny_models --out models/tiny --large    # + paraformer-large-random
+``paraformer-streaming-*`` is FunASR's online model (``ParaformerStreaming``: the chunked
+SANM encoder, the online frontend), configured as the released
+``iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vocab8404-online``.
+
+    python -m tools.tiny_models --out models/tiny            # paraformer-tiny, ct-punc-tiny,
+                                                             # paraformer-streaming-tiny
+    python -m tools.tiny_models --out models/tiny --large    # + paraformer-large-random,
+                                                             # paraformer-streaming-large-random
 """
 
 from __future__ import annotations
@@ -110,6 +116,33 @@ def paraformer_config(size: str) -> dict[str, Any]:
     }
 
 
+def paraformer_streaming_config(size: str) -> dict[str, Any]:
+    """FunASR's online Paraformer (``ParaformerStreaming``), with the fields of the released
+    ``...-vocab8404-online`` model's config.yaml (FunASR's ``paraformer_streaming/template.yaml``):
+    the chunk-aware SANM encoder fed one chunk at a time with its look-back caches, a causal
+    decoder FSMN (``sanm_shfit: 5``), and the online frontend that carries samples and
+    LFR frames over from one chunk to the next."""
+    config = paraformer_config(size)
+    config["model"] = "ParaformerStreaming"
+    config["encoder"] = "SANMEncoderChunkOpt"
+    config["encoder_conf"].update(
+        {
+            # The streaming position encoding counts frames from the start of the stream.
+            "input_layer": "pe_online",
+            # Training-time chunking (streaming inference takes chunk_size per call instead).
+            "chunk_size": [12, 15],
+            "stride": [8, 10],
+            "pad_left": [0, 0],
+            "encoder_att_look_back_factor": [4, 4],
+            "decoder_att_look_back_factor": [1, 1],
+        }
+    )
+    # The decoder's FSMN memory looks only back (left padding 5 + 5 of kernel 11).
+    config["decoder_conf"]["sanm_shfit"] = 5
+    config["frontend"] = "WavFrontendOnline"
+    return config
+
+
 def punc_config() -> dict[str, Any]:
     d = 64
     return {
@@ -158,14 +191,23 @@ def write_model(out: Path, config: dict[str, Any], tokens: list[str], seed: int 
     return out
 
 
+def write_paraformer_streaming(out: Path, size: str) -> Path:
+    """A random-weight ``ParaformerStreaming`` of ``size`` ("tiny" or "large") in ``out``."""
+    return write_model(out, paraformer_streaming_config(size), _tokens(SIZES[size]["vocab"]))
+
+
 def write_tiny_models(root: Path, large: bool = False) -> dict[str, Path]:
     paths = {
         "paraformer-tiny": write_model(root / "paraformer-tiny", paraformer_config("tiny"), _tokens(0)),
         "ct-punc-tiny": write_model(root / "ct-punc-tiny", punc_config(), _tokens(0)),
+        "paraformer-streaming-tiny": write_paraformer_streaming(root / "paraformer-streaming-tiny", "tiny"),
     }
     if large:
         paths["paraformer-large-random"] = write_model(
             root / "paraformer-large-random", paraformer_config("large"), _tokens(SIZES["large"]["vocab"])
+        )
+        paths["paraformer-streaming-large-random"] = write_paraformer_streaming(
+            root / "paraformer-streaming-large-random", "large"
         )
     return paths
 
@@ -176,7 +218,9 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("models/tiny"))
     parser.add_argument(
-        "--large", action="store_true", help="also write the paraformer-large-sized model (880 MB)"
+        "--large",
+        action="store_true",
+        help="also write the paraformer-large-sized models (offline and streaming, 880 MB each)",
     )
     args = parser.parse_args()
     for name, path in write_tiny_models(args.out, large=args.large).items():

@@ -7,8 +7,9 @@ import time
 from dataclasses import dataclass, field
 
 from fastapi import Request
+from ray.serve.handle import DeploymentHandle
 
-from serve_app.config import LimitsArgs
+from serve_app.config import LimitsArgs, RealtimeArgs
 from serve_app.contracts import ServedModel
 from serve_app.pipeline import Pipeline
 
@@ -18,6 +19,9 @@ class ApiContext:
     pipeline: Pipeline
     served: ServedModel
     limits: LimitsArgs
+    streaming: DeploymentHandle
+    """Realtime sessions' state (pinned per session by ``SessionRouter``)."""
+    realtime: RealtimeArgs
     created: int = field(default_factory=lambda: int(time.time()))
 
 

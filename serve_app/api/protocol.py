@@ -133,3 +133,67 @@ def describe(e: ValidationError) -> str:
         msg = str(err["msg"]).removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
+
+
+class FunasrConfig(BaseModel):
+    """The first text message of FunASR's WebSocket protocol (``runtime/docs/websocket_protocol.md``
+    and ``runtime/python/websocket/funasr_wss_client.py``). Unknown keys are ignored, as FunASR's
+    own servers do."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    mode: Literal["online", "offline", "2pass"] = "2pass"
+    chunk_size: list[int] = Field(default_factory=lambda: [5, 10, 5], min_length=3, max_length=3)
+    """Accepted; the server streams at its own configured chunk (sessions batch at one size)."""
+    chunk_interval: int = Field(10, ge=1, le=100)
+    encoder_chunk_look_back: int = Field(4, ge=-1, le=100)
+    decoder_chunk_look_back: int = Field(0, ge=-1, le=100)
+    audio_fs: int = 16000
+    wav_name: str = Field("demo", max_length=256)
+    wav_format: str = Field("pcm", max_length=16)
+    is_speaking: bool = True
+    hotwords: str = ""
+    itn: bool = True
+
+    @field_validator("audio_fs")
+    @classmethod
+    def _rate(cls, v: int) -> int:
+        from serve_app.realtime.audio import SUPPORTED_RATES
+
+        if v not in SUPPORTED_RATES:
+            raise ValueError(f"{v} Hz is not supported; send one of {', '.join(map(str, SUPPORTED_RATES))}")
+        return v
+
+    @field_validator("hotwords")
+    @classmethod
+    def _hotwords(cls, v: str, info: ValidationInfo) -> str:
+        limits: LimitsArgs | None = (info.context or {}).get("limits")
+        if limits and len(v) > limits.max_prompt_chars:
+            raise ValueError(f"at most {limits.max_prompt_chars} characters; got {len(v)}")
+        return v
+
+    @property
+    def pcm(self) -> bool:
+        return self.wav_format.lower() in {"pcm", "raw", "s16le"}
+
+    def hotword_list(self) -> str | None:
+        """FunASR clients send ``{"word": weight, ...}`` as JSON, or words separated by commas;
+        the models take words separated by spaces."""
+        import json
+
+        text = self.hotwords.strip()
+        if not text:
+            return None
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        words = list(parsed) if isinstance(parsed, dict) else text.replace(",", " ").split()
+        return " ".join(str(w).strip() for w in words if str(w).strip()) or None
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], limits: LimitsArgs) -> FunasrConfig:
+        try:
+            return cls.model_validate(data, context={"limits": limits})
+        except ValidationError as e:
+            raise InvalidRequest(describe(e)) from None

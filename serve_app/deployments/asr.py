@@ -95,14 +95,20 @@ class AsrDeployment:
         return item_cost(job.seconds, c.max_batch_count, c.max_batch_audio_s)
 
     async def transcribe(
-        self, seg: Segmentation, options: AsrOptions, priority: Priority = Priority.INTERACTIVE
+        self,
+        seg: Segmentation,
+        options: AsrOptions,
+        priority: Priority = Priority.INTERACTIVE,
+        key: str | None = None,
     ) -> Transcript:
+        """``seg``'s segments through the queue. Calls with the same ``key`` (the windows of one
+        request) share one line of the queue, so a long file is one request, not many."""
         if not self._loops:
             self._loops = [asyncio.create_task(self._batch_loop()) for _ in range(self._parallelism)]
         loop = asyncio.get_running_loop()
         jobs = [_Job(s.samples, options, s.duration_s, loop.create_future()) for s in seg.segments]
         audio_s = sum(j.seconds for j in jobs)
-        request = next(self._requests)
+        request = key if key is not None else next(self._requests)
         self._inflight += 1
         self._queued_audio_s += audio_s
         if audio_s > 0:  # Ray's Counter.inc rejects 0
@@ -114,8 +120,10 @@ class AsrDeployment:
                 self._queue.push(request, int(priority), jobs)
                 self._ready.notify(len(jobs))
             results = await asyncio.gather(*(j.future for j in jobs))
+        except BaseException:
+            self._queue.drop(request, jobs)  # a cancelled or failed call leaves nothing queued
+            raise
         finally:
-            self._queue.drop(request)  # a cancelled caller leaves nothing queued
             self._inflight -= 1
             self._queued_audio_s -= audio_s
             self._metrics["queued"].set(self._queued_audio_s)

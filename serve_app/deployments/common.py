@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
@@ -45,12 +46,22 @@ class EnginePool(Generic[E]):
             self._free.put_nowait(e)
         self._pool = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix=name)
 
-    async def run(self, fn: Callable[[E], T]) -> T:
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[E]:
+        """One engine for as long as the caller needs it (e.g. a window-by-window stream)."""
         engine = await self._free.get()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, engine)
+            yield engine
         finally:
             self._free.put_nowait(engine)
+
+    async def call(self, engine: E, fn: Callable[[E], T]) -> T:
+        """``fn(engine)`` in the pool's threads (the caller holds ``engine``'s lease)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, engine)
+
+    async def run(self, fn: Callable[[E], T]) -> T:
+        async with self.lease() as engine:
+            return await self.call(engine, fn)
 
 
 def pick_device(preference: str) -> str:

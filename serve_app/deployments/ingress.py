@@ -8,12 +8,19 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.api import ApiContext, create_app
-from serve_app.config import LimitsArgs, RetryArgs
+from serve_app.config import LimitsArgs, RealtimeArgs, RetryArgs
 from serve_app.contracts import ServedModel
 from serve_app.pipeline import Pipeline
 
 
-@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+# A WebSocket is an ongoing request of its ingress replica: a scale-down drains live sessions
+# for up to graceful_shutdown_timeout_s instead of cutting them.
+@serve.deployment(
+    name="Ingress",
+    ray_actor_options={"num_cpus": 0.1},
+    max_ongoing_requests=256,
+    graceful_shutdown_timeout_s=3600,
+)
 @serve.ingress()
 class Ingress:
     def __init__(
@@ -22,11 +29,19 @@ class Ingress:
         vad: DeploymentHandle,
         asr: DeploymentHandle,
         post: DeploymentHandle,
+        streaming: DeploymentHandle,
         served: ServedModel,
         limits: LimitsArgs,
         retry: RetryArgs,
+        realtime: RealtimeArgs,
     ) -> None:
-        self._ctx = ApiContext(pipeline=Pipeline(decode, vad, asr, post, retry), served=served, limits=limits)
+        self._ctx = ApiContext(
+            pipeline=Pipeline(decode, vad, asr, post, retry),
+            served=served,
+            limits=limits,
+            streaming=streaming,
+            realtime=realtime,
+        )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(self._ctx)

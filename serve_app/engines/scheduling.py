@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -52,11 +52,21 @@ class FairQueue(Generic[T]):
             lines[request] = _Line(deque(items), served=floor, arrival=next(self._tick))
         self._size += len(items)
 
-    def drop(self, request: Hashable) -> list[T]:
-        """Remove what is still queued for ``request`` (its caller went away)."""
+    def drop(self, request: Hashable, items: Collection[T] | None = None) -> list[T]:
+        """Remove what is still queued for ``request`` (its caller went away), or only those of
+        ``items`` (one of several calls sharing the request's line went away)."""
         for lines in self._classes.values():
             if request in lines:
-                gone = list(lines.pop(request).items)
+                line = lines[request]
+                if items is None:
+                    gone = list(line.items)
+                    line.items.clear()
+                else:
+                    ids = {id(i) for i in items}
+                    gone = [i for i in line.items if id(i) in ids]
+                    line.items = deque(i for i in line.items if id(i) not in ids)
+                if not line.items:
+                    del lines[request]
                 self._size -= len(gone)
                 return gone
         return []

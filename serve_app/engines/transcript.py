@@ -27,3 +27,17 @@ def assemble(seg: Segmentation, results: Sequence[AsrResult], language: str) -> 
         offset_s=seg.offset_s,
         next_start_s=seg.next_start_s,
     )
+
+
+def merge(parts: Sequence[Transcript]) -> Transcript:
+    """Consecutive windows' transcripts as one (the windows tile the recording)."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    first, last = parts[0], parts[-1]
+    return Transcript(
+        language=first.language,
+        duration_s=sum(p.duration_s for p in parts),
+        segments=[s for p in parts for s in p.segments],
+        offset_s=first.offset_s,
+        next_start_s=last.next_start_s,
+    )

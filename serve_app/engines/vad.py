@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,26 @@ class FsmnVad:
 
     def segmentation(self, audio: DecodedAudio) -> Segmentation:
         return cut_window(audio, self.segment(audio))
+
+    def windows(self, audio: DecodedAudio, window_s: float) -> Iterator[Segmentation]:
+        """``audio`` segmented window by window, each window starting where the previous one's
+        ``next_start_s`` says (so speech is never cut at a window's edge): a long recording's
+        first segments are ready long before the VAD has read its end."""
+        n = len(audio.samples)
+        size = int(window_s * SAMPLE_RATE)
+        start = 0
+        while True:
+            end = min(n, start + size)
+            window = DecodedAudio(
+                audio.samples[start:end],
+                offset_s=audio.offset_s + start / SAMPLE_RATE,
+                complete=audio.complete and end >= n,
+            )
+            seg = self.segmentation(window)
+            yield seg
+            if seg.next_start_s is None or end >= n:
+                return
+            start = round((seg.next_start_s - audio.offset_s) * SAMPLE_RATE)
 
 
 WINDOW_TAIL_S = 0.3

@@ -18,6 +18,7 @@ word time into the next clip's word boundaries).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from itertools import groupby
@@ -54,6 +55,8 @@ class WhisperAsr:
     ) -> None:
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
+        # faster-whisper logs a line per clip at INFO: noise in a server's replica log.
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)
         self.name = f"whisper:{model_dir.name}"
         self.language = language
         self.beam_size = beam_size

@@ -13,7 +13,7 @@ from ray.serve.schema import ServeDeploySchema
 from serve_app.config import PipelineArgs
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-STAGES = {"Ingress", "Decode", "VAD", "ASR", "Postprocess"}
+STAGES = {"Ingress", "Decode", "VAD", "ASR", "Postprocess", "Streaming"}
 
 
 def serve_configs() -> dict[str, dict[str, Any]]:
@@ -35,8 +35,13 @@ def test_config_is_valid(name: str) -> None:
         assert {d.name for d in app.deployments} <= STAGES
 
 
-def test_gpu_config_packs_two_asr_replicas_per_card() -> None:
+def test_gpu_config_packs_two_asr_replicas_and_streaming_on_one_card() -> None:
     app = serve_configs()["gpu-24gb.yaml"]["applications"][0]
-    asr = next(d for d in app["deployments"] if d["name"] == "ASR")
-    assert asr["num_replicas"] == 2 and asr["ray_actor_options"]["num_gpus"] == 0.5
+    by_name = {d["name"]: d for d in app["deployments"]}
+    asr, streaming = by_name["ASR"], by_name["Streaming"]
+    gpus = (
+        asr["num_replicas"] * asr["ray_actor_options"]["num_gpus"]
+        + streaming["ray_actor_options"]["num_gpus"]
+    )
+    assert asr["num_replicas"] == 2 and gpus <= 1.0, gpus
     assert app["args"]["asr"]["engine"] == "funasr" and app["args"]["postprocess"]["punc_model"] == "ct-punc"

@@ -77,3 +77,12 @@ def test_shares_are_audio_seconds_not_items() -> None:
     q.push("short", Priority.INTERACTIVE, [3.0] * 40)
     served = [q.take(1, 1e9, lambda _: 1.0, weight=lambda s: s)[0] for _ in range(22)]
     assert served == [30.0] + [3.0] * 10 + [30.0] + [3.0] * 10, served
+
+
+def test_drop_some_items_of_a_shared_line() -> None:
+    """The windows of one request share a line; one window's call going away removes only its items."""
+    q: FairQueue[str] = FairQueue()
+    q.push("req", 0, ["w1a", "w1b"])
+    q.push("req", 0, ["w2a"])
+    assert q.drop("req", ["w1a", "w1b"]) == ["w1a", "w1b"] and len(q) == 1
+    assert q.take(8, 1e9, lambda _: 1.0) == ["w2a"]

@@ -54,3 +54,13 @@ def test_length_buckets_bound_padding() -> None:
     # 30 s and 2 s segments never share a forward pass.
     assert [sorted(lengths[i] for i in b) for b in buckets] == [[10, 28, 29, 30], [9], [2, 3], [2]]
     assert length_buckets(lengths, min_fill=0.0) == [sorted(range(8), key=lambda i: -lengths[i])]
+
+
+def test_merge_tiles_windows() -> None:
+    from serve_app.contracts import Transcript, TranscriptSegment
+    from serve_app.engines.transcript import merge
+
+    a = Transcript("en", 60.0, [TranscriptSegment(1.0, 2.0, "a")], offset_s=0.0, next_start_s=60.0)
+    b = Transcript("en", 30.5, [TranscriptSegment(61.0, 62.0, "b")], offset_s=60.0, next_start_s=None)
+    m = merge([a, b])
+    assert (m.duration_s, m.text, m.offset_s, m.next_start_s) == (90.5, "a b", 0.0, None)

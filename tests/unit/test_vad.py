@@ -90,3 +90,19 @@ def test_segments_of_a_window_have_absolute_times(vad: FsmnVad, say: Callable[[s
     whole = vad.segment(DecodedAudio(audio))
     shifted = vad.segment(DecodedAudio(audio, offset_s=100.0))
     assert [round(s.start_s - 100.0, 3) for s in shifted] == [round(s.start_s, 3) for s in whole]
+
+
+def test_window_by_window_segmentation_cuts_no_speech(vad: FsmnVad, say: Callable[[str], np.ndarray]) -> None:
+    """A recording segmented in short windows gives the segments of the whole recording: speech
+    that crosses a window's edge is left to the next window, which starts at it."""
+    audio = with_pauses([say(s) for s in SENTENCES * 3], pause_s=1.5)
+    whole = [(round(s.start_s, 1), round(s.end_s, 1)) for s in vad.segment(DecodedAudio(audio))]
+    longest = max(b - a for a, b in whole)
+    parts = list(vad.windows(DecodedAudio(audio), window_s=2 * longest))
+    assert len(parts) >= 2
+    windowed = [(round(s.start_s, 1), round(s.end_s, 1)) for p in parts for s in p.segments]
+    assert len(windowed) == len(whole), (windowed, whole)
+    for (a, b), (c, d) in zip(windowed, whole, strict=True):
+        assert abs(a - c) <= 0.3 and abs(b - d) <= 0.3, (windowed, whole)
+    assert sum(p.duration_s for p in parts) == pytest.approx(len(audio) / SAMPLE_RATE, abs=0.01)
+    assert parts[-1].next_start_s is None and all(p.next_start_s is not None for p in parts[:-1])

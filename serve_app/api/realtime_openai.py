@@ -1,0 +1,396 @@
+"""OpenAI's Realtime API, transcription sessions: ``/v1/realtime?intent=transcription``.
+
+Client events: ``session.update`` (GA: ``session.type: "transcription"``, ``audio.input.format``
+``{"type": "audio/pcm", "rate": 24000}``, ``audio.input.transcription``, ``audio.input.turn_detection``)
+or the beta ``transcription_session.update`` (``input_audio_format: "pcm16"`` at 24 kHz,
+``input_audio_transcription``, ``turn_detection``), ``input_audio_buffer.append`` (base64 PCM16),
+``input_audio_buffer.commit``, ``input_audio_buffer.clear``. The server answers in the form the
+client uses: a client that sends the ``OpenAI-Beta: realtime=v1`` header, or a beta event, gets
+``transcription_session.*`` events, others ``session.*``.
+
+Server events: ``session.created`` / ``session.updated``, ``input_audio_buffer.speech_started`` /
+``speech_stopped`` (server VAD turn detection, the default; ``turn_detection: null`` leaves turns
+to ``commit``), ``input_audio_buffer.committed`` / ``cleared``,
+``conversation.item.input_audio_transcription.delta`` / ``.completed`` / ``.failed``, ``error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from serve_app.api.context import ApiContext
+from serve_app.api.realtime_funasr import close_code
+from serve_app.errors import ServeError
+from serve_app.realtime.audio import SUPPORTED_RATES, Pcm16Stream
+from serve_app.realtime.session import (
+    Event,
+    Failed,
+    Final,
+    Partial,
+    RealtimeSession,
+    SessionOptions,
+    SpeechStarted,
+    SpeechStopped,
+)
+
+logger = logging.getLogger("ray.serve")
+router = APIRouter(tags=["realtime"])
+
+OPENAI_RATE = 24000
+DEFAULT_TURN_DETECTION = {
+    "type": "server_vad",
+    "threshold": 0.5,
+    "prefix_padding_ms": 300,
+    "silence_duration_ms": 500,
+}
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+class ClientError(Exception):
+    def __init__(self, message: str, code: str = "invalid_value", param: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.code, self.param = message, code, param
+
+
+class OpenaiConnection:
+    def __init__(self, ws: WebSocket, ctx: ApiContext, beta: bool) -> None:
+        self.ws, self.ctx, self.beta = ws, ctx, beta
+        self.id = _id("sess")
+        self.rate = OPENAI_RATE
+        self.language: str | None = None
+        self.prompt: str | None = None
+        self.model = ctx.served.names[0]
+        self.turn_detection: dict[str, Any] | None = dict(DEFAULT_TURN_DETECTION)
+        self.session: RealtimeSession | None = None
+        self.pcm: Pcm16Stream | None = None
+        self.items: dict[int, str] = {}
+        self.last_item: str | None = None
+        self._send_lock = asyncio.Lock()
+        self._commits: set[asyncio.Task[None]] = set()
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def send(self, type_: str, **fields: Any) -> None:
+        if self.ws.client_state != WebSocketState.CONNECTED:
+            return
+        async with self._send_lock:
+            try:
+                await self.ws.send_text(json.dumps({"type": type_, "event_id": _id("event"), **fields}))
+            except (WebSocketDisconnect, RuntimeError):
+                pass
+
+    async def error(
+        self, message: str, code: str = "invalid_value", param: str | None = None, event_id: str | None = None
+    ) -> None:
+        await self.send(
+            "error",
+            error={
+                "type": "invalid_request_error",
+                "code": code,
+                "message": message,
+                "param": param,
+                "event_id": event_id,
+            },
+        )
+
+    def session_body(self) -> dict[str, Any]:
+        transcription = {"model": self.model, "language": self.language, "prompt": self.prompt or ""}
+        if self.beta:
+            return {
+                "id": self.id,
+                "object": "realtime.transcription_session",
+                "input_audio_format": "pcm16",
+                "input_audio_transcription": transcription,
+                "turn_detection": self.turn_detection,
+                "modalities": ["text"],
+            }
+        return {
+            "type": "transcription",
+            "id": self.id,
+            "object": "realtime.transcription_session",
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": self.rate},
+                    "transcription": transcription,
+                    "turn_detection": self.turn_detection,
+                    "noise_reduction": None,
+                }
+            },
+            "include": None,
+        }
+
+    def prefix(self) -> str:
+        return "transcription_session" if self.beta else "session"
+
+    # -- events from the session ----------------------------------------------------------------
+
+    def item(self, utterance: int) -> str:
+        if utterance not in self.items:
+            self.items[utterance] = _id("item")
+        return self.items[utterance]
+
+    async def on_event(self, event: Event) -> None:
+        if isinstance(event, SpeechStarted):
+            await self.send(
+                "input_audio_buffer.speech_started",
+                audio_start_ms=round(event.time_s * 1000),
+                item_id=self.item(event.utterance),
+            )
+        elif isinstance(event, SpeechStopped):
+            item = self.item(event.utterance)
+            await self.send(
+                "input_audio_buffer.speech_stopped", audio_end_ms=round(event.time_s * 1000), item_id=item
+            )
+            await self.committed(item)
+        elif isinstance(event, Partial):
+            await self.send(
+                "conversation.item.input_audio_transcription.delta",
+                item_id=self.item(event.utterance),
+                content_index=0,
+                delta=event.text,
+            )
+        elif isinstance(event, Final):
+            if event.last and not event.transcript.text and event.utterance not in self.items:
+                return  # the end of the stream with nothing said: no item
+            await self.completed(self.item(event.utterance), event)
+        elif isinstance(event, Failed):
+            await self.send(
+                "conversation.item.input_audio_transcription.failed",
+                item_id=self.last_item or _id("item"),
+                content_index=0,
+                error={
+                    "type": "server_error",
+                    "code": event.error.type,
+                    "message": event.error.message,
+                    "param": None,
+                },
+            )
+            await self.close(close_code(event.error), event.error.message)
+
+    async def committed(self, item: str) -> None:
+        await self.send("input_audio_buffer.committed", item_id=item, previous_item_id=self.last_item)
+        self.last_item = item
+
+    async def completed(self, item: str, final: Final) -> None:
+        await self.send(
+            "conversation.item.input_audio_transcription.completed",
+            item_id=item,
+            content_index=0,
+            transcript=final.transcript.text,
+            usage={"type": "duration", "seconds": round(final.end_s - final.start_s, 3)},
+        )
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.ws.client_state == WebSocketState.CONNECTED:
+            try:
+                await self.ws.close(code=code, reason=reason[:120])
+            except RuntimeError:
+                pass
+
+    # -- client events --------------------------------------------------------------------------
+
+    def configure(self, session: dict[str, Any], beta: bool) -> None:
+        """Apply a session update (either form); format changes only before the first audio."""
+        if beta:
+            fmt = session.get("input_audio_format")
+            if fmt is not None and fmt != "pcm16":
+                raise ClientError(
+                    f"input_audio_format {fmt!r} is not supported; use 'pcm16' (24 kHz)",
+                    param="session.input_audio_format",
+                )
+            transcription = session.get("input_audio_transcription")
+            turn = session.get("turn_detection", ...)
+            rate = OPENAI_RATE
+        else:
+            if session.get("type", "transcription") != "transcription":
+                raise ClientError(
+                    "this server serves transcription sessions: session.type must be 'transcription'",
+                    param="session.type",
+                )
+            audio_in = (session.get("audio") or {}).get("input") or {}
+            fmt = audio_in.get("format")
+            rate = self.rate
+            if fmt is not None:
+                if fmt.get("type") != "audio/pcm":
+                    raise ClientError(
+                        f"audio format {fmt.get('type')!r} is not supported; use audio/pcm",
+                        param="session.audio.input.format",
+                    )
+                rate = int(fmt.get("rate", OPENAI_RATE))
+                if rate not in SUPPORTED_RATES:
+                    raise ClientError(
+                        f"rate {rate} is not supported; use {OPENAI_RATE}",
+                        param="session.audio.input.format.rate",
+                    )
+            transcription = audio_in.get("transcription")
+            turn = audio_in.get("turn_detection", ...)
+        if self.session is not None and (
+            rate != self.rate or (turn is not ... and (turn is None) != (self.turn_detection is None))
+        ):
+            raise ClientError(
+                "the audio format and turn detection are fixed once audio was sent",
+                code="invalid_session_update",
+            )
+        self.rate = rate
+        if isinstance(transcription, dict):
+            language = transcription.get("language")
+            if language and language not in self.ctx.served.languages:
+                raise ClientError(
+                    f"language {language!r} is not one this model transcribes; allowed: {', '.join(self.ctx.served.languages)}",
+                    param="session.audio.input.transcription.language",
+                )
+            prompt = transcription.get("prompt") or None
+            if prompt and len(prompt) > self.ctx.limits.max_prompt_chars:
+                raise ClientError(
+                    f"prompt is longer than {self.ctx.limits.max_prompt_chars} characters", param="prompt"
+                )
+            self.language, self.prompt = language or None, prompt
+        if turn is not ...:
+            if turn is not None and turn.get("type") not in ("server_vad", "semantic_vad"):
+                raise ClientError(
+                    f"turn_detection type {turn.get('type')!r} is not supported", param="turn_detection.type"
+                )
+            self.turn_detection = turn
+
+    async def ensure_session(self) -> RealtimeSession:
+        if self.session is None:
+            options = SessionOptions(
+                mode="2pass",
+                language=self.language,
+                hotwords=self.prompt,
+                turn_detection=self.turn_detection is not None,
+            )
+            self.pcm = Pcm16Stream(self.rate)
+            self.session = RealtimeSession(
+                self.ctx.streaming,
+                self.ctx.pipeline,
+                self.ctx.realtime,
+                self.ctx.limits,
+                options,
+                self.on_event,
+            )
+            await self.session.start()
+        return self.session
+
+    async def commit(self, event_id: str | None) -> None:
+        session = await self.ensure_session()
+        if session.buffer.end_s - session._commit_from < 0.1:
+            await self.error(
+                "buffer too small: at least 100 ms of audio must be appended before a commit",
+                code="input_audio_buffer_commit_empty",
+                event_id=event_id,
+            )
+            return
+        item = self.item(session._utterance)
+        await self.committed(item)
+
+        async def run() -> None:
+            try:
+                final = await session.commit()
+            except ServeError as e:
+                await self.send(
+                    "conversation.item.input_audio_transcription.failed",
+                    item_id=item,
+                    content_index=0,
+                    error={"type": "server_error", "code": e.type, "message": e.message, "param": None},
+                )
+                return
+            await self.completed(item, final)
+
+        task = asyncio.create_task(run())
+        self._commits.add(task)
+        task.add_done_callback(self._commits.discard)
+
+    async def on_client_event(self, data: dict[str, Any]) -> None:
+        kind, event_id = data.get("type"), data.get("event_id")
+        if kind in ("session.update", "transcription_session.update"):
+            beta = kind == "transcription_session.update"
+            self.beta = self.beta or beta
+            try:
+                self.configure(data.get("session") or {}, beta)
+            except ClientError as e:
+                await self.error(e.message, e.code, e.param, event_id)
+                return
+            await self.send(f"{self.prefix()}.updated", session=self.session_body())
+        elif kind == "input_audio_buffer.append":
+            try:
+                raw = base64.b64decode(data.get("audio") or "", validate=True)
+            except (binascii.Error, ValueError):
+                await self.error("audio must be base64-encoded PCM16", param="audio", event_id=event_id)
+                return
+            session = await self.ensure_session()
+            assert self.pcm is not None
+            session.push(self.pcm.push(raw))
+        elif kind == "input_audio_buffer.commit":
+            await self.commit(event_id)
+        elif kind == "input_audio_buffer.clear":
+            if self.session is not None:
+                self.session.clear()
+            await self.send("input_audio_buffer.cleared")
+        else:
+            await self.error(
+                f"unknown or unsupported event type {kind!r}",
+                code="invalid_event",
+                param="type",
+                event_id=event_id,
+            )
+
+    async def run(self) -> None:
+        await self.send(f"{self.prefix()}.created", session=self.session_body())
+        idle = self.ctx.realtime.idle_timeout_s
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(self.ws.receive(), timeout=idle)
+                except TimeoutError:
+                    await self.close(1008, f"nothing received for {idle:.0f} s")
+                    return
+                if message["type"] == "websocket.disconnect":
+                    return
+                text = message.get("text")
+                if text is None:
+                    await self.error(
+                        "send JSON events as text frames; audio goes base64 in input_audio_buffer.append",
+                        code="invalid_event",
+                    )
+                    continue
+                try:
+                    data = json.loads(text)
+                except ValueError:
+                    await self.error("the event is not valid JSON", code="invalid_json")
+                    continue
+                if not isinstance(data, dict):
+                    await self.error("an event is a JSON object", code="invalid_event")
+                    continue
+                await self.on_client_event(data)
+        except ServeError as e:
+            await self.error(e.message, code=e.type)
+            await self.close(close_code(e), e.message)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            for t in list(self._commits):
+                t.cancel()
+            if self.session is not None:
+                await self.session.close()
+
+
+@router.websocket("/v1/realtime")
+async def realtime(ws: WebSocket) -> None:
+    ctx: ApiContext = ws.app.state.ctx
+    beta = ws.headers.get("openai-beta", "").startswith("realtime")
+    offered = ws.scope.get("subprotocols") or []
+    await ws.accept(subprotocol="realtime" if "realtime" in offered else None)
+    await OpenaiConnection(ws, ctx, beta).run()

@@ -1,0 +1,420 @@
+"""One live stream, protocol-agnostic: audio in, events out.
+
+The ingress replica that holds the WebSocket holds this object; the session's model state lives
+on one Streaming replica (``deployments.streaming``). Audio pushed here is sent to that replica
+one call at a time (what arrives meanwhile is sent with the next call, so a slow step never
+reorders audio and a fast client's frames coalesce). The replica answers with online partial
+text and the streaming VAD's speech starts and ends; at each end, the utterance's audio, kept
+here in a bounded buffer, goes through the offline pipeline after VAD
+(``Pipeline.transcribe_segments``: batched ASR in the interactive class, punctuation, ITN) and
+comes back as a final. Without a streaming model (Whisper), partials re-decode the open
+utterance with the offline ASR at most every ``partial_interval_s``.
+
+Modes: ``online`` (partials only), ``offline`` (the whole stream through the offline pipeline at
+the end), ``2pass`` (partials, and a final at every endpoint). ``turn_detection=False`` (OpenAI's
+``turn_detection: null``) makes finals only on ``commit()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.config import LimitsArgs, RealtimeArgs
+from serve_app.contracts import (
+    SAMPLE_RATE,
+    AsrOptions,
+    AudioSource,
+    PostOptions,
+    Priority,
+    SpeechSegment,
+    TranscribeOptions,
+    Transcript,
+)
+from serve_app.errors import InternalError, PayloadTooLarge, ServeError
+from serve_app.pipeline import Pipeline, as_serve_error
+from serve_app.realtime.audio import AudioBuffer
+
+logger = logging.getLogger("ray.serve")
+
+Mode = Literal["online", "offline", "2pass"]
+
+
+class TooFast(ServeError):
+    """The client sends audio faster than the server processes it, beyond the allowed backlog."""
+
+    status_code = 429
+    type = "too_fast"
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    mode: Mode = "2pass"
+    language: str | None = None
+    hotwords: str | None = None
+    punctuation: bool | None = None
+    itn: bool | None = None
+    turn_detection: bool = True
+    """Finals at the streaming VAD's endpoints (else only on ``commit``)."""
+
+
+@dataclass(frozen=True)
+class Partial:
+    text: str
+    """New text only: the client appends it to the utterance's partial text."""
+    utterance: int
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    time_s: float
+    utterance: int
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    time_s: float
+    utterance: int
+
+
+@dataclass(frozen=True)
+class Final:
+    transcript: Transcript
+    start_s: float
+    end_s: float
+    utterance: int
+    last: bool = False
+    """The final answer to ``finish()``: nothing follows it."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: ServeError
+
+
+Event = Partial | SpeechStarted | SpeechStopped | Final | Failed
+Emit = Callable[[Event], Awaitable[None]]
+
+
+class RealtimeSession:
+    def __init__(
+        self,
+        streaming: DeploymentHandle,
+        pipeline: Pipeline,
+        args: RealtimeArgs,
+        limits: LimitsArgs,
+        options: SessionOptions,
+        emit: Emit,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.args, self.limits, self.options = args, limits, options
+        self.pipeline = pipeline
+        self._handle = streaming.options(session_id=self.id)
+        self._emit = emit
+        keep_s = limits.max_audio_s if options.mode == "offline" else 2 * args.max_utterance_s + 5
+        self.buffer = AudioBuffer(keep_s)
+        self.raw = bytearray()
+        """Offline mode with a container (not PCM): the bytes, decoded at the end."""
+        self.replica = ""
+        self.online_asr = False
+        self._pending: list[np.ndarray] = []
+        self._pending_samples = 0
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pump: asyncio.Task[None] | None = None
+        self._attach: asyncio.Task[None] | None = None
+        self._finals: asyncio.Future[None] | None = None  # the last final, to keep their order
+        self._utterance = 0
+        self._speech_start: float | None = None
+        self._commit_from = 0.0
+        self._partial_text = ""
+        self._partial_busy = False
+        self._last_partial = 0.0
+        self._ending = False
+        self._last_scheduled = False
+        self.failed: ServeError | None = None
+        self.replicas_seen: set[str] = set()
+
+    # -- life ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the session's state on a Streaming replica (offline mode needs none)."""
+        if self.options.mode == "offline":
+            return
+        try:
+            info = await self._handle.open.remote(self.id)
+        except Exception as e:
+            raise as_serve_error(e) from None
+        self.replica, self.online_asr = info["replica"], bool(info["online_asr"])
+        self.replicas_seen.add(self.replica)
+        self._attach = asyncio.create_task(self._hold())
+        self._pump = asyncio.create_task(self._run())
+
+    async def _hold(self) -> None:
+        """The attach call: it ends when the session closes, or fails if its replica dies."""
+        try:
+            await self._handle.attach.remote(self.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            await self._fail(as_serve_error(e))
+
+    async def close(self) -> None:
+        """Free everything, on both sides (idempotent; runs on every disconnect)."""
+        for t in [self._pump, self._attach, *self._tasks]:
+            if t is not None and not t.done():
+                t.cancel()
+        self._tasks.clear()
+        if self.replica:
+            try:
+                await asyncio.wait_for(self._handle.close.remote(self.id), timeout=10)
+            except Exception:  # its replica is gone: nothing left to free there
+                pass
+            self.replica = ""
+
+    # -- audio in -----------------------------------------------------------------------------
+
+    def push(self, samples: np.ndarray) -> None:
+        """16 kHz float32 from the client. Raises ``TooFast`` / ``PayloadTooLarge`` when the
+        client sends more than the server can take."""
+        if self.failed is not None:
+            raise self.failed
+        self.buffer.append(samples)
+        if self.options.mode == "offline":
+            if self.buffer.end_s > self.limits.max_audio_s:
+                raise PayloadTooLarge(
+                    f"the stream is longer than the limit of {self.limits.max_audio_s:.0f} s"
+                )
+            return
+        self._pending.append(samples)
+        self._pending_samples += samples.size
+        if self._pending_samples > self.args.max_backlog_s * SAMPLE_RATE:
+            raise TooFast(
+                f"audio arrives faster than it is processed: {self.args.max_backlog_s:.0f} s are waiting; "
+                "send at real time"
+            )
+        self._wake.set()
+
+    def push_raw(self, data: bytes) -> None:
+        """Offline mode, a container format: bytes decoded at the end."""
+        self.raw.extend(data)
+        if len(self.raw) > self.limits.max_upload_mb * 1024 * 1024:
+            raise PayloadTooLarge(f"the upload is larger than {self.limits.max_upload_mb:g} MB")
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if not self._pending and not self._ending:
+                    continue
+                audio = np.concatenate(self._pending) if self._pending else np.zeros(0, np.float32)
+                self._pending, self._pending_samples = [], 0
+                final = self._ending
+                try:
+                    result = await self._handle.feed.remote(self.id, audio, final)
+                except Exception as e:
+                    await self._fail(as_serve_error(e))
+                    return
+                self.replicas_seen.add(result.replica)
+                await self._handle_result(result.partial, result.events, final)
+                if final:
+                    return
+        except asyncio.CancelledError:
+            raise
+
+    async def _handle_result(self, partial: str, events: list[Any], final: bool) -> None:
+        if partial and self.options.mode != "offline":
+            await self._emit(Partial(partial, self._utterance))
+        for n, e in enumerate(events):
+            if e.kind == "start":
+                self._speech_start = e.time_s
+                if self.options.turn_detection:
+                    await self._emit(SpeechStarted(e.time_s, self._utterance))
+            elif self._speech_start is not None:
+                start, self._speech_start = self._speech_start, None
+                if self.options.turn_detection:
+                    await self._emit(SpeechStopped(e.time_s, self._utterance))
+                if self.options.turn_detection and self.options.mode == "2pass":
+                    # The end-of-stream flush closed this utterance: its final is the last one.
+                    last = final and n == len(events) - 1
+                    self._final(start, e.time_s, last=last)
+                    self._last_scheduled = self._last_scheduled or last
+                self._next_utterance()
+        if self._speech_start is not None:
+            if self.buffer.end_s - self._speech_start > self.args.max_utterance_s and not final:
+                cut = self._speech_start + self.args.max_utterance_s
+                if self.options.turn_detection and self.options.mode == "2pass":
+                    self._final(self._speech_start, cut)
+                self._speech_start = cut
+                self._next_utterance()
+            elif not self.online_asr and self.options.mode != "offline":
+                self._maybe_partial()
+
+    def _next_utterance(self) -> None:
+        self._utterance += 1
+        self._partial_text = ""
+
+    # -- finals -------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _final(self, start_s: float, end_s: float, last: bool = False) -> asyncio.Future[None]:
+        """Transcribe ``[start_s, end_s)`` through the offline pipeline; emitted in order."""
+        samples = self.buffer.slice(start_s, end_s)
+        utterance, previous = self._utterance, self._finals
+        opts = TranscribeOptions(
+            asr=AsrOptions(
+                language=self.options.language, hotwords=self.options.hotwords, word_timestamps=True
+            ),
+            post=PostOptions(punctuation=self.options.punctuation, itn=self.options.itn),
+            priority=Priority.INTERACTIVE,
+        )
+
+        async def run() -> None:
+            try:
+                if samples.size >= SAMPLE_RATE // 100:
+                    seg = SpeechSegment(start_s=start_s, end_s=end_s, samples=samples)
+                    transcript = await self.pipeline.transcribe_segments([seg], end_s, opts)
+                else:
+                    transcript = Transcript(
+                        language=self.options.language or "", duration_s=end_s, segments=[]
+                    )
+            except ServeError as e:
+                if previous is not None:
+                    await previous
+                await self._fail(e)
+                return
+            if previous is not None:
+                await previous
+            await self._emit(Final(transcript, start_s, end_s, utterance, last))
+
+        self._finals = self._spawn(run())
+        return self._finals
+
+    async def commit(self) -> Final:
+        """Everything since the last commit, through the whole offline pipeline (manual turns)."""
+        start, end = self._commit_from, self.buffer.end_s
+        self._commit_from = end
+        samples = self.buffer.slice(start, end)
+        self.buffer.drop_before(end)
+        utterance = self._utterance
+        self._next_utterance()
+        opts = TranscribeOptions(
+            asr=AsrOptions(language=self.options.language, hotwords=self.options.hotwords),
+            post=PostOptions(punctuation=self.options.punctuation, itn=self.options.itn),
+        )
+        transcript = await self.pipeline.transcribe_samples(samples, opts, offset_s=start)
+        return Final(transcript, start, end, utterance)
+
+    def clear(self) -> None:
+        """Forget uncommitted audio (OpenAI ``input_audio_buffer.clear``)."""
+        self._commit_from = self.buffer.end_s
+        self.buffer.drop_before(self.buffer.end_s)
+
+    async def finish(self) -> None:
+        """The client ended its stream: flush, and emit every remaining final; the last event
+        is a ``Final`` with ``last=True`` (even when nothing was said)."""
+        if self.options.mode == "offline":
+            await self._finish_offline()
+            return
+        self._ending = True
+        self._wake.set()
+        if self._pump is not None:
+            await self._pump
+        if self.failed is not None:
+            return
+        end = self.buffer.end_s
+        if self._last_scheduled and self._finals is not None:
+            await self._finals
+        elif self.options.mode == "2pass" and self.options.turn_detection:
+            start = self._speech_start if self._speech_start is not None else end
+            await self._final(start, end, last=True)
+        else:
+            if self._finals is not None:
+                await self._finals
+            empty = Transcript(language=self.options.language or "", duration_s=end, segments=[])
+            await self._emit(Final(empty, end, end, self._utterance, last=True))
+        self._ending = self._last_scheduled = False
+        self._speech_start = None
+        self._next_utterance()
+
+    async def _finish_offline(self) -> None:
+        opts = TranscribeOptions(
+            asr=AsrOptions(
+                language=self.options.language, hotwords=self.options.hotwords, word_timestamps=True
+            ),
+            post=PostOptions(punctuation=self.options.punctuation, itn=self.options.itn),
+        )
+        try:
+            if self.raw:
+                transcript = await self.pipeline.transcribe_source(AudioSource(data=bytes(self.raw)), opts)
+            else:
+                transcript = await self.pipeline.transcribe_samples(
+                    self.buffer.slice(0, self.buffer.end_s), opts
+                )
+        except ServeError as e:
+            await self._fail(e)
+            return
+        self.raw.clear()
+        self.buffer.drop_before(self.buffer.end_s)
+        await self._emit(Final(transcript, 0.0, transcript.duration_s, self._utterance, last=True))
+
+    # -- partials without a streaming model ---------------------------------------------------
+
+    def _maybe_partial(self) -> None:
+        now = time.monotonic()
+        if self._partial_busy or now - self._last_partial < self.args.partial_interval_s:
+            return
+        assert self._speech_start is not None
+        start, end, utterance = self._speech_start, self.buffer.end_s, self._utterance
+        samples = self.buffer.slice(start, end)
+        if samples.size < SAMPLE_RATE // 2:
+            return
+        self._partial_busy, self._last_partial = True, now
+        opts = TranscribeOptions(
+            asr=AsrOptions(language=self.options.language, hotwords=self.options.hotwords),
+            post=PostOptions(punctuation=False, itn=False),
+        )
+
+        async def run() -> None:
+            try:
+                t = await self.pipeline.transcribe_segments([SpeechSegment(start, end, samples)], end, opts)
+            except ServeError:
+                return  # a partial is best effort: the final will say it
+            finally:
+                self._partial_busy = False
+            text = t.text.strip()
+            # Partials only ever append: send the part of the new hypothesis beyond what was
+            # sent; when it revises what was sent, wait for the final to correct it.
+            if (
+                utterance == self._utterance
+                and text.startswith(self._partial_text)
+                and len(text) > len(self._partial_text)
+            ):
+                new = text[len(self._partial_text) :]
+                self._partial_text = text
+                await self._emit(Partial(new, utterance))
+
+        self._spawn(run())
+
+    # -- failure ------------------------------------------------------------------------------
+
+    async def _fail(self, error: ServeError) -> None:
+        if self.failed is not None:
+            return
+        self.failed = error if isinstance(error, ServeError) else InternalError(str(error))
+        logger.warning("realtime session %s failed: %s", self.id, self.failed.message)
+        await self._emit(Failed(self.failed))
