@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bench.common import Figure, Run, interleave, served_run
 from serve_app.gpu import GpuProbe
-from tools.local_serve import LocalServe, app_config
+from tools.local_serve import ROOT, LocalServe, app_config
 
 
 def beckett() -> bytes:
@@ -61,10 +61,12 @@ def main() -> None:
         cluster = LocalServe.start(num_cpus=8, num_gpus=1 if gpu.name else None, object_store_mb=500)
     deploy = cluster.deploy
     try:
+        root = Path(args.code) if args.code else ROOT
         ref = deploy(
             app_config(
                 "local.yaml",
                 "ref",
+                root=root,
                 args={"asr": {"mode": "parallel", "workers": 1, "threads": 2, "device": "cpu"}},
                 deployments={"ASR": {"user_config": SERIAL}},
             )
@@ -73,6 +75,7 @@ def main() -> None:
             app_config(
                 "local.yaml",
                 "shipped",
+                root=root,
                 args={"asr": {"device": "cpu"}},
                 deployments={"ASR": {"user_config": json.loads(args.user_config)}}
                 if args.user_config

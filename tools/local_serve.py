@@ -41,9 +41,11 @@ def app_config(
     name: str,
     args: dict[str, Any] | None = None,
     deployments: dict[str, dict[str, Any]] | None = None,
+    root: Path = ROOT,
 ) -> dict[str, Any]:
-    """The first application of ``deploy/<yaml_name>``, renamed and served under ``/<name>``."""
-    app = yaml.safe_load((ROOT / "deploy" / yaml_name).read_text())["applications"][0]
+    """The first application of ``<root>/deploy/<yaml_name>``, renamed and served under
+    ``/<name>`` (``root``: another checkout, for before/after benchmarks)."""
+    app = yaml.safe_load((root / "deploy" / yaml_name).read_text())["applications"][0]
     app = merge(app, {"name": name, "route_prefix": f"/{name}", "args": args or {}})
     for d in app.get("deployments", []):
         d.update(copy.deepcopy((deployments or {}).get(d["name"], {})))

@@ -1,7 +1,7 @@
 """ASR stage: segments from many concurrent requests form batches, by one queue policy.
 
 ``transcribe`` puts a request's segments into a ``FairQueue`` (priority classes first, then
-a fair share of audio seconds by request within a class) and awaits them. ``engine.parallelism`` batch loops
+round-robin by request within a class, turns of ``fair_quantum_s`` audio seconds) and awaits them. ``engine.parallelism`` batch loops
 take batches from it, bounded by count and audio seconds (``engines.batching.item_cost``),
 each waiting up to ``batch_wait_timeout_s`` for company, and run them on the engine in their
 own thread. The knobs come from ``user_config`` and change via ``reconfigure()`` without a
@@ -45,6 +45,10 @@ class BatchConfig(BaseModel):
     """Most audio seconds in one forward pass (bounds padded memory on the GPU)."""
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     """How long a batch that is not full waits for company."""
+    fair_quantum_s: float = Field(30.0, gt=0)
+    """The ASR queue's round-robin turn, in audio seconds: requests of a priority class take
+    turns of up to this much audio (at least one segment). Larger favours long recordings,
+    smaller favours many short requests."""
     min_fill: float = Field(0.9, ge=0, le=1)
     """Engines that pad (FunASR): a batch is cut into sub-batches of similar length whose real
     audio fills at least this share of the padded area. High on CPUs, where padding costs
@@ -67,7 +71,7 @@ class AsrDeployment:
         self.language = asr.language
         self._parallelism = self.engine.parallelism
         self._pool = ThreadPoolExecutor(max_workers=self._parallelism, thread_name_prefix="asr")
-        self._queue: FairQueue[_Job] = FairQueue()
+        self._queue: FairQueue[_Job] = FairQueue(quantum=BatchConfig().fair_quantum_s)
         self._ready = asyncio.Condition()
         self._loops: list[asyncio.Task[None]] = []
         self._requests = itertools.count()
@@ -87,6 +91,7 @@ class AsrDeployment:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self._config = BatchConfig.model_validate({**self._config.model_dump(), **(user_config or {})})
+        self._queue.quantum = self._config.fair_quantum_s
         if hasattr(self.engine, "min_fill"):
             self.engine.min_fill = self._config.min_fill
 

@@ -1,20 +1,22 @@
 """The ASR queue's policy, Ray-free: priority classes first, then round-robin by request within
-a class.
+a class (deficit round-robin).
 
 A plain FIFO (what ``@serve.batch`` is) lets a 3-hour upload's 360 segments fill every batch
-ahead of a 10 s request that arrives a moment later. Here each request keeps its own line and
-the work served to it so far (``weight``: audio seconds in the ASR stage, so a request of 3 s
-segments is not charged like one of 30 s segments). A batch takes items from the most urgent
-class first (then the next class, while room is left), each time from the request served least
-so far, and among equals the one served longest ago (a request never served comes first). A
-newcomer starts at the class's current least, so it goes next but cannot overtake the others
-for long: a long request keeps its share and is never starved.
+ahead of a 10 s request that arrives a moment later. Here each request keeps its own line, and
+the requests of a class take turns: a turn is up to ``quantum`` of work (``weight``: audio
+seconds in the ASR stage), at least one item, and a request that arrives joins the end of the
+round. A short request is served within one round, whatever is queued ahead of it: it waits
+for at most one turn of each request ahead. A long request gets a full turn every round, so it
+shares the replica with everything else and is never starved. What a turn does not use is
+carried to the request's next turn (an item bigger than what is left waits for it), and
+forgotten when the request has nothing left queued.
+
+A batch takes from the most urgent class first, then from the next class while room is left.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -25,31 +27,30 @@ T = TypeVar("T")
 @dataclass
 class _Line(Generic[T]):
     items: deque[T]
-    served: float
-    last: int = -1
-    """When it was last served (a tick of the queue); -1: never."""
-    arrival: int = 0
+    deficit: float = 0.0
+    """Work this request may still be served in its current turn (carried between turns)."""
+    in_turn: bool = False
 
 
 @dataclass
 class FairQueue(Generic[T]):
-    _classes: dict[int, dict[Hashable, _Line[T]]] = field(default_factory=dict)
+    quantum: float = 1.0
+    """Work per turn. With the default weight (1 per item): one item per turn."""
+    _classes: dict[int, OrderedDict[Hashable, _Line[T]]] = field(default_factory=dict)
     _size: int = 0
-    _tick: itertools.count[int] = field(default_factory=itertools.count)
 
     def __len__(self) -> int:
         return self._size
 
     def push(self, request: Hashable, priority: int, items: Sequence[T]) -> None:
-        """Queue ``items`` of ``request``."""
+        """Queue ``items`` of ``request`` (a new request joins the end of its class's round)."""
         if not items:
             return
-        lines = self._classes.setdefault(priority, {})
+        lines = self._classes.setdefault(priority, OrderedDict())
         if request in lines:
             lines[request].items.extend(items)
         else:
-            floor = min((line.served for line in lines.values()), default=0.0)
-            lines[request] = _Line(deque(items), served=floor, arrival=next(self._tick))
+            lines[request] = _Line(deque(items))
         self._size += len(items)
 
     def drop(self, request: Hashable, items: Collection[T] | None = None) -> list[T]:
@@ -79,24 +80,34 @@ class FairQueue(Generic[T]):
         weight: Callable[[T], float] = lambda _: 1.0,
     ) -> list[T]:
         """The next batch: at most ``max_count`` items and ``max_cost`` in all, except that the
-        first item is always taken (so an item costlier than the budget is not stuck). Each
-        item taken is charged ``weight`` to its request."""
+        first item is always taken (so an item costlier than the budget is not stuck)."""
         batch: list[T] = []
         spent = 0.0
         for priority in sorted(self._classes):
             lines = self._classes[priority]
             while lines and len(batch) < max_count:
-                request, line = min(lines.items(), key=lambda kv: (kv[1].served, kv[1].last, kv[1].arrival))
-                item_cost = cost(line.items[0])
+                request, line = next(iter(lines.items()))
+                if not line.in_turn:
+                    line.deficit += self.quantum
+                    line.in_turn = True
+                item = line.items[0]
+                w = weight(item)
+                if w > line.deficit:  # not this turn: the next request's turn
+                    line.in_turn = False
+                    lines.move_to_end(request)
+                    continue
+                item_cost = cost(item)
                 if batch and spent + item_cost > max_cost:
                     return batch
                 batch.append(line.items.popleft())
                 spent += item_cost
                 self._size -= 1
-                line.served += weight(batch[-1])
-                line.last = next(self._tick)
+                line.deficit -= w
                 if not line.items:
                     del lines[request]
+                elif line.deficit <= 0:
+                    line.in_turn = False
+                    lines.move_to_end(request)
             if not lines:
                 del self._classes[priority]
             if len(batch) >= max_count:
