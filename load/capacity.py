@@ -7,6 +7,11 @@ Builds the clip mix first (so synthesis is not timed), checks the server is read
 ``locust --headless -f load/locustfile.py,load/shapes.py --csv <out>/locust --csv-full-history``
 in a child process (Locust monkey-patches its process with gevent; this one stays plain), then
 calls ``load.report``. ``python -m load.report <out>`` re-renders the report from the CSVs.
+
+``--user-classes`` picks the clients (``load/locustfile.py``): file uploads alone by default, so
+the throughput and knee figures mean what they always have; add ``RealtimeUser`` and
+``BatchJobUser`` to share each step's users between the kinds (equal weights) and get their
+tables in the report too.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from load.plan import StepPlan
 
 LOAD_DIR = Path(__file__).resolve().parent
 DEFAULT_MAX_DURATION_S = 300.0
+USER_CLASSES = ("FileTranscriptionUser", "RealtimeUser", "BatchJobUser")
 SHUTDOWN_GRACE_S = 120.0
 """Time on top of the plan for Locust to start and stop before the child is killed."""
 
@@ -79,6 +85,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_MAX_DURATION_S,
         help="refuse plans longer than this, seconds",
     )
+    p.add_argument(
+        "--user-classes",
+        nargs="+",
+        choices=USER_CLASSES,
+        default=[USER_CLASSES[0]],
+        help="the Locust users to run; a step's users are shared between them (equal weights)",
+    )
     p.add_argument("--out", type=Path, default=Path("results/load"))
     p.add_argument("--clips-dir", type=Path, default=DEFAULT_CACHE_DIR)
     p.add_argument(
@@ -108,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = {
         "host": host,
         "users": list(plan.users),
+        "user_classes": list(args.user_classes),
         "step_time_s": plan.step_time_s,
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "gpu": _gpu_name(),
@@ -127,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only-summary",
         # Failures are data here, not a reason to fail the run.
         "--exit-code-on-error", "0",
+        *args.user_classes,
     ]  # fmt: skip
     env = {**os.environ, **plan.to_env(), CACHE_DIR_ENV: str(Path(args.clips_dir).resolve())}
     try:

@@ -23,7 +23,32 @@ count when it completed. response_time = latency in ms, response_length = audio 
 (so Request Count x Average Content Size = audio milliseconds transcribed in that step).
 name ``step/u<users>/error``: one per failed request, with the failure as its exception."""
 
+REALTIME_TYPE = "REALTIME"
+"""Realtime sessions (``RealtimeUser``), names ``realtime/u<users>/<kind>`` by the target user
+count when the session ended, response_time in ms (``load/realtime.py`` says how each is taken):
+
+* ``first_partial``: first audio frame sent → first partial received, one per session;
+* ``partial``: one per partial, its latency after the latest 600 ms chunk boundary sent;
+* ``final_after_end``: end message → the server's ``is_end`` acknowledgement, one per session;
+* ``session``: one per session, response_time = its wall time, response_length = audio ms
+  streamed; a failed session carries the failure as its exception."""
+
+JOB_TYPE = "JOB"
+"""Batch jobs (``BatchJobUser``), names ``job/u<users>/<kind>`` by the target user count when
+the job ended:
+
+* ``completion``: one per completed job, response_time = submit → ended in ms, response_length
+  = the job's audio ms (Request Count x Average Content Size = audio ms completed);
+* ``audio_rate``: one per completed job, response_time = its audio-s/s x 1000 (audio seconds
+  over completion seconds; 1000 = as fast as realtime);
+* ``failed``: one per job that failed (a failed file, an HTTP error, a timeout), with the
+  failure as its exception, so that completion times are those of successes only."""
+
+REALTIME_KINDS = ("first_partial", "partial", "final_after_end", "session")
+JOB_KINDS = ("completion", "audio_rate", "failed")
+
 _STEP_NAME = re.compile(r"^step/u(\d+)/(ok|error)$")
+_KIND_NAME = re.compile(r"^(realtime|job)/u(\d+)/([a-z_]+)$")
 
 
 def final_latency_name(clip_label: str) -> str:
@@ -41,3 +66,22 @@ def parse_step_name(name: str) -> tuple[int, bool] | None:
     if match is None:
         return None
     return int(match.group(1)), match.group(2) == "ok"
+
+
+def realtime_name(users: int, kind: str) -> str:
+    assert kind in REALTIME_KINDS, kind
+    return f"realtime/u{users:03d}/{kind}"
+
+
+def job_name(users: int, kind: str) -> str:
+    assert kind in JOB_KINDS, kind
+    return f"job/u{users:03d}/{kind}"
+
+
+def parse_kind_name(name: str) -> tuple[str, int, str] | None:
+    """``(family, users, kind)`` for a realtime or job event name (family ``realtime`` or
+    ``job``), else None."""
+    match = _KIND_NAME.match(name)
+    if match is None:
+        return None
+    return match.group(1), int(match.group(2)), match.group(3)

@@ -20,6 +20,16 @@ Where each number comes from:
 * **p50 / p95** are over successful requests (Locust rounds times above 10 s to 1 s, so these are
   good to about 5 %). A fast 429 must not make the latency look better.
 * **error rate** = failures / (successes + failures).
+
+When the run had realtime or batch-job users (``RealtimeUser``, ``BatchJobUser``), their figures
+follow, per step, from their own events (``load/metrics.py``; how the realtime latencies are taken:
+``load/realtime.py``):
+
+* **realtime**: sessions ended in the step and how many failed; first partial, partial latency
+  and final-after-end p50 / p95 over all sessions of the step (failed ones' partials included).
+* **batch jobs**: jobs ended in the step and how many failed; completion time p50 / p95 and each
+  job's audio-s/s p50 over completed jobs; **job audio-s/s** = audio of the jobs completed in the
+  step / step duration (a job completes as a whole, so a step short against the jobs is noisy).
 """
 
 from __future__ import annotations
@@ -77,6 +87,50 @@ class StepResult:
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """p50 / p95 of one custom event, seconds (Locust's rounding: about 1 % under 10 s)."""
+
+    count: int
+    p50_s: float | None
+    p95_s: float | None
+
+
+NO_EVENTS = Percentiles(0, None, None)
+
+
+@dataclass(frozen=True)
+class RealtimeStep:
+    """The realtime sessions that ended at one user count."""
+
+    users: int
+    sessions: int
+    failed: int
+    audio_s: float
+    first_partial: Percentiles
+    partial: Percentiles
+    final_after_end: Percentiles
+
+
+@dataclass(frozen=True)
+class JobStep:
+    """The batch jobs that ended at one user count."""
+
+    users: int
+    duration_s: float
+    completed: int
+    failed: int
+    audio_s: float
+    """Audio seconds of the completed jobs."""
+    completion: Percentiles
+    audio_rate: Percentiles
+    """Per completed job, audio-s/s (its p50_s / p95_s hold audio-s/s, not seconds)."""
+
+    @property
+    def audio_s_per_s(self) -> float:
+        return self.audio_s / self.duration_s if self.duration_s > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +199,66 @@ def load_steps(results_dir: Path, prefix: str = DEFAULT_PREFIX) -> list[StepResu
                 audio_s=n_ok * float(ok_row["Average Content Size"]) / 1000.0 if ok_row else 0.0,
                 p50_s=_ms_to_s(ok_row["50%"]) if ok_row else None,
                 p95_s=_ms_to_s(ok_row["95%"]) if ok_row else None,
+            )
+        )
+    return steps
+
+
+def _percentiles(row: dict[str, str] | None) -> Percentiles:
+    if row is None or not int(row["Request Count"]):
+        return NO_EVENTS
+    return Percentiles(int(row["Request Count"]), _ms_to_s(row["50%"]), _ms_to_s(row["95%"]))
+
+
+def _kind_rows(
+    stats: Sequence[dict[str, str]], family: str, type_: str
+) -> dict[int, dict[str, dict[str, str]]]:
+    """``{users: {kind: row}}`` of the ``<family>/u<users>/<kind>`` events of ``type_``."""
+    out: dict[int, dict[str, dict[str, str]]] = defaultdict(dict)
+    for row in stats:
+        parsed = metrics.parse_kind_name(row["Name"]) if row["Type"] == type_ else None
+        if parsed is not None and parsed[0] == family:
+            out[parsed[1]][parsed[2]] = row
+    return dict(sorted(out.items()))
+
+
+def realtime_steps(stats: Sequence[dict[str, str]]) -> list[RealtimeStep]:
+    """Per-step realtime figures from the ``realtime/u<N>/<kind>`` rows (none: no realtime users)."""
+    steps = []
+    for users, rows in _kind_rows(stats, "realtime", metrics.REALTIME_TYPE).items():
+        session = rows.get("session")
+        count = int(session["Request Count"]) if session else 0
+        steps.append(
+            RealtimeStep(
+                users=users,
+                sessions=count,
+                failed=int(session["Failure Count"]) if session else 0,
+                audio_s=count * float(session["Average Content Size"]) / 1000.0 if session else 0.0,
+                first_partial=_percentiles(rows.get("first_partial")),
+                partial=_percentiles(rows.get("partial")),
+                final_after_end=_percentiles(rows.get("final_after_end")),
+            )
+        )
+    return steps
+
+
+def job_steps(stats: Sequence[dict[str, str]], durations: dict[int, float]) -> list[JobStep]:
+    """Per-step batch-job figures from the ``job/u<N>/<kind>`` rows (none: no batch-job users)."""
+    steps = []
+    for users, rows in _kind_rows(stats, "job", metrics.JOB_TYPE).items():
+        done, failed = rows.get("completion"), rows.get("failed")
+        completed = int(done["Request Count"]) if done else 0
+        rate = _percentiles(rows.get("audio_rate"))
+        steps.append(
+            JobStep(
+                users=users,
+                duration_s=durations.get(users, 0.0),
+                completed=completed,
+                failed=int(failed["Request Count"]) if failed else 0,
+                audio_s=completed * float(done["Average Content Size"]) / 1000.0 if done else 0.0,
+                completion=_percentiles(done),
+                # audio_rate events hold audio-s/s x 1000 as their "response time".
+                audio_rate=rate,
             )
         )
     return steps
@@ -244,6 +358,10 @@ def _nan(value: float | None) -> float:
     return math.nan if value is None else value
 
 
+def _s_to_ms(value: float | None) -> float | None:
+    return None if value is None else value * 1000.0
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -288,6 +406,53 @@ def _other_sections(stats: Sequence[dict[str, str]], failures: Sequence[dict[str
     causes = [r for r in failures if r["Name"] == TRANSCRIPTIONS_NAME]
     if causes:
         lines += ["", "Failures: " + "; ".join(f"{r['Error']} × {r['Occurrences']}" for r in causes) + "."]
+    lines += _failure_causes(failures, families=("realtime/", "job/"))
+    return lines
+
+
+def _realtime_section(steps: Sequence[RealtimeStep]) -> list[str]:
+    if not steps:
+        return []
+    lines = [
+        "",
+        "## Realtime sessions",
+        "",
+        "FunASR's protocol over a WebSocket, audio paced at real time (`RealtimeUser`). Partial latency is "
+        "taken after the latest 600 ms chunk boundary sent (`load/realtime.py`): a lower bound once the "
+        "server falls a chunk behind, which final-after-end shows instead.",
+        "",
+        "| users | sessions | failed | audio s | first partial p50 s | p95 s | partial p50 ms | p95 ms | "
+        "final after end p50 s | p95 s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {s.users} | {s.sessions} | {s.failed} | {s.audio_s:.0f} | {_fmt(s.first_partial.p50_s)} | "
+        f"{_fmt(s.first_partial.p95_s)} | {_fmt(_s_to_ms(s.partial.p50_s), 0)} | "
+        f"{_fmt(_s_to_ms(s.partial.p95_s), 0)} | {_fmt(s.final_after_end.p50_s)} | {_fmt(s.final_after_end.p95_s)} |"
+        for s in steps
+    ]
+    return lines
+
+
+def _jobs_section(steps: Sequence[JobStep]) -> list[str]:
+    if not steps:
+        return []
+    lines = [
+        "",
+        "## Batch jobs",
+        "",
+        "Multipart `POST /v1/jobs`, polled to the end (`BatchJobUser`). Completion = upload + the server's "
+        "`finished_at - created_at`; job audio-s/s = audio of the jobs completed in the step / step duration.",
+        "",
+        "| users | completed | failed | completion p50 s | p95 s | audio-s/s per job, p50 | job audio-s/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {s.users} | {s.completed} | {s.failed} | {_fmt(s.completion.p50_s)} | {_fmt(s.completion.p95_s)} | "
+        # audio_rate percentiles are audio-s/s (the events' x 1000 undone by _ms_to_s).
+        f"{_fmt(s.audio_rate.p50_s)} | {s.audio_s_per_s:.2f} |"
+        for s in steps
+    ]
     return lines
 
 
@@ -331,8 +496,12 @@ def render_report(
     stats: Sequence[dict[str, str]] = (),
     failures: Sequence[dict[str, str]] = (),
     run: dict[str, Any] | None = None,
+    realtime: Sequence[RealtimeStep] = (),
+    jobs: Sequence[JobStep] = (),
 ) -> str:
     run = run or {}
+    if not any(s.requests for s in steps) and (realtime or jobs):
+        return _render_without_files(run, realtime, jobs, failures)
     knee = find_knee(steps)
     capacity = capacity_at_slo(steps, p95_slo_s, max_error_rate)
     lines = ["# Capacity report", ""]
@@ -386,9 +555,45 @@ def render_report(
             f"Steps with more than {max_error_rate:.0%} errors do not count."
         )
     lines += _other_sections(stats, failures)
+    lines += _realtime_section(realtime)
+    lines += _jobs_section(jobs)
     lines += _replicas_section(capacity, p95_slo_s, run)
     lines += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in PLOTS) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _render_without_files(
+    run: dict[str, Any],
+    realtime: Sequence[RealtimeStep],
+    jobs: Sequence[JobStep],
+    failures: Sequence[dict[str, str]],
+) -> str:
+    """A run of realtime and batch-job users only: their tables, no file-transcription capacity."""
+    lines = ["# Capacity report", ""]
+    if run:
+        lines += [f"Host {run.get('host', '?')}, started {run.get('started_at', '?')}.", ""]
+    lines.append(
+        "No file transcriptions in this run (no `FileTranscriptionUser`): throughput, knee and "
+        "capacity at the latency target need them."
+    )
+    lines += _realtime_section(realtime)
+    lines += _jobs_section(jobs)
+    lines += _failure_causes(failures, families=("realtime/", "job/"))
+    return "\n".join(lines) + "\n"
+
+
+def _failure_causes(failures: Sequence[dict[str, str]], families: Sequence[str]) -> list[str]:
+    """The failure causes of the realtime and job events, summed over steps."""
+    causes: dict[str, int] = defaultdict(int)
+    for r in failures:
+        if r["Name"].startswith(tuple(families)):
+            causes[f"{r['Name'].split('/', 1)[0]}: {r['Error']}"] += int(r["Occurrences"])
+    if not causes:
+        return []
+    return [
+        "",
+        "Realtime and job failures: " + "; ".join(f"{k} × {n}" for k, n in sorted(causes.items())) + ".",
+    ]
 
 
 def write_report(
@@ -402,13 +607,17 @@ def write_report(
     steps = load_steps(out, prefix)
     failures_csv = out / f"{prefix}_failures.csv"
     run_json = out / "run.json"
+    stats = _read_csv(out / f"{prefix}_stats.csv")
+    durations = {s.users: s.duration_s for s in steps}
     text = render_report(
         steps,
         p95_slo_s,
         max_error_rate,
-        stats=_read_csv(out / f"{prefix}_stats.csv"),
+        stats=stats,
         failures=_read_csv(failures_csv) if failures_csv.exists() else [],
         run=json.loads(run_json.read_text()) if run_json.exists() else None,
+        realtime=realtime_steps(stats),
+        jobs=job_steps(stats, durations),
     )
     write_plots(steps, out, p95_slo_s)
     report = out / "report.md"

@@ -11,11 +11,12 @@ from typing import Any
 
 from ray.serve import Application
 
-from serve_app.config import PipelineArgs, Settings
+from serve_app.config import PipelineArgs, Settings, StorageArgs
 from serve_app.contracts import ServedModel
 from serve_app.deployments.asr import AsrDeployment
 from serve_app.deployments.decode import DecodeDeployment
 from serve_app.deployments.ingress import Ingress
+from serve_app.deployments.job_runner import JobRunnerDeployment
 from serve_app.deployments.postprocess import PostprocessDeployment
 from serve_app.deployments.streaming import StreamingDeployment
 from serve_app.deployments.vad import VadDeployment
@@ -49,6 +50,15 @@ def build_app(args: PipelineArgs | dict[str, Any]) -> Application:
     asr = AsrDeployment.bind(args.asr, str(asr_dir))  # type: ignore[attr-defined]
     post = PostprocessDeployment.bind(args.postprocess, punc_dir)  # type: ignore[attr-defined]
     streaming = StreamingDeployment.bind(args.realtime, vad_dir, streaming_dir)  # type: ignore[attr-defined]
+    stages = {"decode": decode, "vad": vad, "asr": asr, "post": post}
+    storage = StorageArgs.from_settings(settings)
+    runner = JobRunnerDeployment.bind(stages, args.retry, args.jobs, storage)  # type: ignore[attr-defined]
     return Ingress.bind(  # type: ignore[attr-defined]
-        decode, vad, asr, post, streaming, served, args.limits, args.retry, args.realtime
+        {**stages, "streaming": streaming, "job_runner": runner},
+        served,
+        args.limits,
+        args.retry,
+        args.realtime,
+        args.jobs,
+        storage,
     )

@@ -42,6 +42,58 @@ class Settings(BaseSettings):
 
     hub_port: int = 443
 
+    data_dir: Path = Path("data")
+    """Uploaded job audio (``uploads/``) and the default SQLite database. On a multi-node
+    cluster it must be a volume every node mounts at the same path: the decode stage reads job
+    audio from it on whichever node it runs."""
+
+    database_url: str | None = None
+    """Jobs and history: ``None`` is SQLite at ``<data_dir>/funasr-serve.db``; production uses
+    PostgreSQL, e.g. ``postgresql://asr@db.internal/funasr``."""
+
+    input_dir: Path | None = None
+    """A folder of recordings that jobs may name by path (``POST /v1/jobs`` with ``paths``);
+    anything outside it, symlinks out of it included, is refused. ``None``: path jobs are off."""
+
+    history: bool = True
+    """Keep single transcriptions (text and metadata, never audio) for ``/v1/history``."""
+
+    history_retention_days: float = 30.0
+    """History entries older than this are deleted (0: kept for ever)."""
+
+    job_retention_days: float = 30.0
+    """Ended jobs older than this are deleted with their results (0: kept for ever)."""
+
+    keep_job_audio: bool = False
+    """Keep a job file's audio after it is transcribed (until its job is deleted); by default
+    it is deleted as soon as no unfinished file needs it."""
+
+
+class StorageArgs(BaseModel):
+    """Where jobs and history live: ``Settings`` resolved to absolute paths when the app is
+    built, and handed to the replicas (which may run on other nodes)."""
+
+    data_dir: Path
+    database: str
+    input_dir: Path | None
+    history: bool
+    history_retention_days: float
+    job_retention_days: float
+    keep_job_audio: bool
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> StorageArgs:
+        data_dir = s.data_dir.resolve()
+        return cls(
+            data_dir=data_dir,
+            database=s.database_url or str(data_dir / "funasr-serve.db"),
+            input_dir=s.input_dir.resolve() if s.input_dir else None,
+            history=s.history,
+            history_retention_days=s.history_retention_days,
+            job_retention_days=s.job_retention_days,
+            keep_job_audio=s.keep_job_audio,
+        )
+
 
 class _Strict(BaseModel):
     # A misspelt key in a deploy YAML is an error, not a silently ignored setting.
@@ -179,6 +231,10 @@ class RealtimeArgs(_Strict):
     batch_wait_s: float = Field(0.02, ge=0)
     """How long a streaming step waits for other sessions' chunks to join it."""
 
+    max_step_sessions: int = Field(64, ge=1)
+    """Most sessions in one streaming forward pass (1: one session per pass, as servers
+    without cross-session batching run; the benchmark compares the two)."""
+
     max_sessions: int = Field(32, ge=1)
     """Live sessions per Streaming replica; beyond this a new session is refused (1013)."""
 
@@ -188,6 +244,34 @@ class RealtimeArgs(_Strict):
     max_backlog_s: float = Field(30.0, gt=0)
     """Audio received but not yet processed; a client that sends faster than this lets the
     server keep up is refused (offline mode buffers up to ``limits.max_audio_s`` instead)."""
+
+
+class JobsArgs(_Strict):
+    """Batch jobs: how files are processed (storage is in ``Settings``)."""
+
+    window_s: float = Field(600.0, ge=60.0)
+    """A long recording is transcribed this many seconds at a time, each window committed:
+    a 3-hour file is never whole in memory and resumes where it stopped after a crash."""
+
+    lease_s: float = Field(60.0, ge=5.0)
+    """A claimed file is the worker's for this long, renewed while it works; when a worker dies
+    its files are claimed again once their lease has expired."""
+
+    concurrency: int = Field(2, ge=1)
+    """Files in flight per job-runner replica (their segments share ASR batches with live
+    traffic, in the batch-job class of the ASR queue)."""
+
+    poll_s: float = Field(1.0, gt=0)
+    """How often an idle worker looks for work."""
+
+    max_file_mb: float = Field(2048.0, gt=0)
+    """Largest file a job may upload (a 3-hour 16 kHz WAV is ~350 MB)."""
+
+    max_audio_s: float = Field(6 * 3600.0, gt=0)
+    """Longest recording a job transcribes; a longer file fails with the reason."""
+
+    max_files: int = Field(10000, ge=1)
+    """Most files in one job."""
 
 
 class PostprocessArgs(_Strict):
@@ -238,6 +322,7 @@ class PipelineArgs(_Strict):
     limits: LimitsArgs = Field(default_factory=LimitsArgs)
     retry: RetryArgs = Field(default_factory=RetryArgs)
     realtime: RealtimeArgs = Field(default_factory=RealtimeArgs)
+    jobs: JobsArgs = Field(default_factory=JobsArgs)
 
     @model_validator(mode="after")
     def _windows_hold_segments(self) -> PipelineArgs:

@@ -35,6 +35,7 @@ def funasr_args(tiny_models: dict[str, Path], **limits: float) -> dict[str, Any]
             "language": "zh",
         },
         "postprocess": {"punc_model": str(tiny_models["ct-punc-tiny"]), "itn": True, "itn_language": "zh"},
+        "realtime": {"streaming_model": str(tiny_models["paraformer-streaming-tiny"]), "threads": 1},
         "limits": limits or {},
     }
 

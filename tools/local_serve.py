@@ -56,6 +56,9 @@ def app_config(
 class LocalServe:
     port: int
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_root: Path | None = None
+    """When set, each app gets its own ``<data_root>/<app>`` data directory (and so its own
+    SQLite database and job runner queue) unless its ``runtime_env`` names one."""
 
     @classmethod
     def start(cls, num_cpus: int = 8, num_gpus: int | None = None, object_store_mb: int = 300) -> LocalServe:
@@ -100,6 +103,9 @@ class LocalServe:
         from ray import serve
 
         name = app["name"]
+        if self.data_root is not None:
+            env = app.setdefault("runtime_env", {}).setdefault("env_vars", {})
+            env.setdefault("FUNASR_SERVE_DATA_DIR", str(self.data_root / name))
         if self.apps.get(name) != app:
             self.apps[name] = app
             self.apply()
@@ -109,6 +115,7 @@ class LocalServe:
             if status is not None and status.status == "RUNNING":
                 return self.url(name)
             if status is not None and status.status == "DEPLOY_FAILED":
+                self.remove(name)  # a failed app left in the config would fail every later deploy
                 raise RuntimeError(f"{name} failed to deploy: {status.message}")
             time.sleep(0.5)
         raise TimeoutError(f"{name} not running after {timeout_s} s: {serve.status().applications.get(name)}")
@@ -121,3 +128,32 @@ class LocalServe:
         deadline = time.monotonic() + 60
         while name in serve.status().applications and time.monotonic() < deadline:
             time.sleep(0.5)
+
+
+def main() -> None:
+    """A whole serving process tree in one command, for tests that kill it:
+
+        python -m tools.local_serve --yaml local.yaml --name app --args '{...}'
+
+    starts Ray and Serve, deploys the app, prints ``READY <url>`` and serves until killed.
+    Storage comes from the environment (``FUNASR_SERVE_DATA_DIR``, ``FUNASR_SERVE_DATABASE_URL``)."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--yaml", default="local.yaml")
+    p.add_argument("--name", default="app")
+    p.add_argument("--args", default="{}", help="PipelineArgs overrides as JSON")
+    p.add_argument("--deployments", default="{}", help="deployment overrides as JSON")
+    a = p.parse_args()
+    cluster = LocalServe.start(num_cpus=8, object_store_mb=300)
+    url = cluster.deploy(
+        app_config(a.yaml, a.name, args=json.loads(a.args), deployments=json.loads(a.deployments))
+    )
+    print(f"READY {url}", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

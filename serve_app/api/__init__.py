@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from serve_app.api import health, models, realtime_funasr, realtime_openai, transcriptions
+from serve_app.api import health, history, jobs, models, realtime_funasr, realtime_openai, transcriptions
 from serve_app.api.context import ApiContext
 from serve_app.api.errors import install_error_handlers
 
@@ -17,6 +17,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(title="funasr-serve", version="0.2.0")
     app.state.ctx = ctx
     install_error_handlers(app)
-    for module in (health, models, transcriptions, realtime_openai, realtime_funasr):
+    for module in (health, models, transcriptions, jobs, history, realtime_openai, realtime_funasr):
         app.include_router(module.router)
     return app

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.datastructures import UploadFile
 
-from serve_app.api.context import ApiContext, context
+from serve_app.api.context import ApiContext, context, owner
 from serve_app.api.protocol import TranscriptionOptions
 from serve_app.contracts import AudioSource, Transcript
 from serve_app.errors import InvalidRequest, PayloadTooLarge
 from serve_app.formats import MEDIA_TYPES, ResponseFormat, render
+from serve_app.jobs import JobStore
+
+logger = logging.getLogger("ray.serve")
 
 router = APIRouter(tags=["transcription"])
 
@@ -18,7 +24,7 @@ MULTIPART_SLACK = 64 * 1024
 """Bytes a multipart body may carry beyond the file itself (boundaries and the other fields)."""
 
 
-async def read_upload(request: Request, ctx: ApiContext) -> tuple[bytes, TranscriptionOptions]:
+async def read_upload(request: Request, ctx: ApiContext) -> tuple[bytes, TranscriptionOptions, str]:
     """The uploaded file's bytes and the validated form fields; transport limits first."""
     limits = ctx.limits
     max_bytes = int(limits.max_upload_mb * 1024 * 1024)
@@ -37,13 +43,14 @@ async def read_upload(request: Request, ctx: ApiContext) -> tuple[bytes, Transcr
             raise InvalidRequest("the 'file' field is missing")
         options = TranscriptionOptions.from_form(form, ctx.served, limits)
         data = await upload.read(max_bytes + 1)
+        name = (upload.filename or "audio")[:512]
     finally:
         await form.close()  # spooled upload buffers are released (and deleted) here
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"upload is larger than {limits.max_upload_mb:g} MB")
     if not data:
         raise InvalidRequest("the uploaded file is empty")
-    return data, options
+    return data, options, name
 
 
 def transcript_response(t: Transcript, fmt: ResponseFormat, words: bool) -> Response:
@@ -54,7 +61,31 @@ def transcript_response(t: Transcript, fmt: ResponseFormat, words: bool) -> Resp
 
 
 @router.post("/v1/audio/transcriptions")
-async def create_transcription(request: Request, ctx: ApiContext = Depends(context)) -> Response:
-    data, options = await read_upload(request, ctx)
+async def create_transcription(
+    request: Request, ctx: ApiContext = Depends(context), who: str | None = Depends(owner)
+) -> Response:
+    data, options, name = await read_upload(request, ctx)
     transcript = await ctx.pipeline.transcribe_source(AudioSource(data=data), options.pipeline_options())
+    if ctx.history and ctx.store is not None:
+        await keep(ctx.store, transcript, name, options.model or ctx.served.names[0], who)
     return transcript_response(transcript, options.response_format, options.words)
+
+
+async def keep(store: JobStore, t: Transcript, name: str, model: str, who: str | None) -> None:
+    """Text and metadata into the history (never the audio); a failure to write it is logged,
+    not the user's problem."""
+    from serve_app.api.history import segments_json
+
+    try:
+        await asyncio.to_thread(
+            store.history.add,
+            text=t.text,
+            segments=segments_json(t),
+            owner=who,
+            source_name=name,
+            duration_s=t.duration_s,
+            language=t.language,
+            model=model,
+        )
+    except Exception:
+        logger.exception("could not keep a transcription in the history")

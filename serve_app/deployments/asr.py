@@ -29,7 +29,7 @@ from serve_app.config import FunasrArgs, WhisperArgs
 from serve_app.contracts import SAMPLE_RATE, AsrOptions, AsrResult, Priority, Segmentation, Transcript
 from serve_app.deployments.common import WARMUP_AUDIO, logger, pick_device, replica_info
 from serve_app.engines import build_asr
-from serve_app.engines.batching import item_cost
+from serve_app.engines.batching import item_cost, split_on_oom
 from serve_app.engines.scheduling import FairQueue
 from serve_app.engines.transcript import assemble
 from serve_app.gpu import GpuProbe
@@ -81,6 +81,7 @@ class AsrDeployment:
         self._queued_audio_s = 0.0
         self._inflight = 0
         self._busy_s = 0.0
+        self._oom_splits = 0
         self._since = time.monotonic()
         self._metrics = asr_metrics()
         self._gpu = GpuProbe.assigned()
@@ -155,12 +156,14 @@ class AsrDeployment:
         self._metrics["batch_size"].observe(len(batch))
         self._metrics["batch_audio"].observe(audio_s)
         t0 = time.perf_counter()
+
+        def run(jobs: list[_Job]) -> list[AsrResult]:
+            return self.engine.transcribe_batch([j.samples for j in jobs], [j.options for j in jobs])
+
         try:
+            # Out of GPU memory: the batch is split and retried half by half (batching.split_on_oom).
             results = await asyncio.get_running_loop().run_in_executor(
-                self._pool,
-                self.engine.transcribe_batch,
-                [j.samples for j in batch],
-                [j.options for j in batch],
+                self._pool, split_on_oom, run, batch, self._free_gpu_memory
             )
         except Exception as e:  # the whole batch fails with it; each caller gets the error
             for j in batch:
@@ -173,6 +176,14 @@ class AsrDeployment:
         for j, r in zip(batch, results, strict=True):
             if not j.future.done():
                 j.future.set_result(r)
+
+    def _free_gpu_memory(self) -> None:
+        self._oom_splits += 1
+        logger.warning("ASR ran out of GPU memory on a batch; splitting it (%d so far)", self._oom_splits)
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
 
     def stats(self) -> dict[str, Any]:
         """Batch sizes seen by this replica (for tests, the benchmark and operators)."""
@@ -191,6 +202,7 @@ class AsrDeployment:
             if self._batch_audio_s
             else 0.0,
             "busy_s": self._busy_s,
+            "oom_splits": self._oom_splits,
             "busy_fraction": self._busy_s / self._parallelism / max(1e-9, time.monotonic() - self._since),
             "config": self._config.model_dump(),
         }

@@ -8,8 +8,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.api import ApiContext, create_app
-from serve_app.config import LimitsArgs, RealtimeArgs, RetryArgs
+from serve_app.config import JobsArgs, LimitsArgs, RealtimeArgs, RetryArgs, StorageArgs
 from serve_app.contracts import ServedModel
+from serve_app.jobs import JobStore
 from serve_app.pipeline import Pipeline
 
 
@@ -25,22 +26,26 @@ from serve_app.pipeline import Pipeline
 class Ingress:
     def __init__(
         self,
-        decode: DeploymentHandle,
-        vad: DeploymentHandle,
-        asr: DeploymentHandle,
-        post: DeploymentHandle,
-        streaming: DeploymentHandle,
+        stages: dict[str, DeploymentHandle],
         served: ServedModel,
         limits: LimitsArgs,
         retry: RetryArgs,
         realtime: RealtimeArgs,
+        jobs: JobsArgs,
+        storage: StorageArgs,
     ) -> None:
+        storage.data_dir.mkdir(parents=True, exist_ok=True)
         self._ctx = ApiContext(
-            pipeline=Pipeline(decode, vad, asr, post, retry),
+            pipeline=Pipeline(stages["decode"], stages["vad"], stages["asr"], stages["post"], retry),
             served=served,
             limits=limits,
-            streaming=streaming,
+            streaming=stages["streaming"],
             realtime=realtime,
+            jobs=jobs,
+            store=JobStore.open(storage.database),
+            data_dir=storage.data_dir,
+            input_dir=storage.input_dir,
+            history=storage.history,
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -201,8 +201,10 @@ class StreamingDeployment:
             await self._has_work.wait()
             if self.args.batch_wait_s > 0 and len(self._work) < len(self._sessions):
                 await asyncio.sleep(self.args.batch_wait_s)  # let other sessions' chunks join
-            work, self._work = self._work, []
-            self._has_work.clear()
+            n = self.args.max_step_sessions
+            work, self._work = self._work[:n], self._work[n:]
+            if not self._work:
+                self._has_work.clear()
             if not work:
                 continue
             t0 = time.perf_counter()

@@ -4,7 +4,8 @@ and how a padded batch is cut into sub-batches of similar length."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 
 def item_cost(seconds: float, max_batch_count: int, max_batch_audio_s: float) -> float:
@@ -38,3 +39,27 @@ def length_buckets(lengths: Sequence[int], min_fill: float) -> list[list[int]]:
                 continue
         buckets.append([i])
     return buckets
+
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """CUDA's out-of-memory error (``torch.cuda.OutOfMemoryError``, or CTranslate2's
+    ``RuntimeError: CUDA failed ... out of memory``)."""
+    return type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
+
+
+def split_on_oom(run: Callable[[list[T]], list[R]], items: list[T], on_oom: Callable[[], None]) -> list[R]:
+    """``run(items)``; when the device runs out of memory, free what it can (``on_oom``) and
+    run each half on its own, down to single items (whose own failure is raised). Results keep
+    the items' order."""
+    try:
+        return run(items)
+    except Exception as e:
+        if len(items) < 2 or not is_out_of_memory(e):
+            raise
+        on_oom()
+        mid = len(items) // 2
+        return split_on_oom(run, items[:mid], on_oom) + split_on_oom(run, items[mid:], on_oom)

@@ -15,9 +15,11 @@ import io
 import logging
 import math
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import ffmpeg  # ffmpeg-python: builds the command line
 import numpy as np
@@ -132,6 +134,30 @@ def read_natively(source: AudioSource, want_s: float, limit_s: float | None) -> 
         g = math.gcd(rate, SAMPLE_RATE)
         mono = resample_poly(mono, SAMPLE_RATE // g, rate // g)
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+
+
+def probe_duration(path: Path) -> float | None:
+    """A recording's length in seconds from its header, without decoding it (libsndfile for
+    WAV/FLAC, ffmpeg's ``Duration:`` line otherwise); ``None`` when the file does not say."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        if 0 < info.frames < 2**40:
+            return float(info.frames / info.samplerate)
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        pass
+    proc = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    m = _DURATION.search(proc.stderr.decode("utf-8", "replace"))
+    return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3]) if m else None
 
 
 class FfmpegDecoder:

@@ -13,7 +13,7 @@ from ray.serve.schema import ServeDeploySchema
 from serve_app.config import PipelineArgs
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-STAGES = {"Ingress", "Decode", "VAD", "ASR", "Postprocess", "Streaming"}
+STAGES = {"Ingress", "Decode", "VAD", "ASR", "Postprocess", "Streaming", "JobRunner"}
 
 
 def serve_configs() -> dict[str, dict[str, Any]]:

@@ -64,3 +64,28 @@ def test_merge_tiles_windows() -> None:
     b = Transcript("en", 30.5, [TranscriptSegment(61.0, 62.0, "b")], offset_s=60.0, next_start_s=None)
     m = merge([a, b])
     assert (m.duration_s, m.text, m.offset_s, m.next_start_s) == (90.5, "a b", 0.0, None)
+
+
+def test_out_of_memory_splits_the_batch_and_keeps_the_order() -> None:
+    """Injected CUDA out-of-memory: any batch of more than two items fails, as a real GPU
+    would past its memory; the batch is split until it fits and every item is answered."""
+    import torch
+
+    from serve_app.engines.batching import split_on_oom
+
+    calls: list[int] = []
+    freed: list[int] = []
+
+    def run(items: list[int]) -> list[str]:
+        calls.append(len(items))
+        if len(items) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [f"r{i}" for i in items]
+
+    assert split_on_oom(run, list(range(7)), lambda: freed.append(1)) == [f"r{i}" for i in range(7)]
+    assert calls == [7, 3, 1, 2, 4, 2, 2] and len(freed) == 3  # 7, then its halves 3 and 4
+    # One item that does not fit is the caller's error; other errors are never split.
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        split_on_oom(lambda items: run(items * 3), [1], lambda: None)
+    with pytest.raises(ValueError):
+        split_on_oom(lambda items: (_ for _ in ()).throw(ValueError("bad")), [1, 2, 3], lambda: None)

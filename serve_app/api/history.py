@@ -1,0 +1,127 @@
+"""Single transcriptions kept for their user: ``/v1/history`` (text and metadata, never audio),
+searchable, paged, exportable, deletable; entries older than the retention are removed."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from serve_app.api.context import ApiContext, context, owner
+from serve_app.api.jobs import _time, store_of
+from serve_app.contracts import Transcript, TranscriptSegment, Word
+from serve_app.errors import InvalidRequest
+from serve_app.formats import MEDIA_TYPES, parse_format, render
+from serve_app.jobs import HistoryEntry
+from serve_app.jobs.models import SegmentJson
+
+router = APIRouter(tags=["history"])
+
+
+def entry_json(e: HistoryEntry, segments: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": e.id,
+        "object": "history.entry",
+        "created_at": _time(e.created_at),
+        "source_name": e.source_name,
+        "duration_s": e.duration_s,
+        "language": e.language,
+        "model": e.model,
+        "text": e.text,
+    }
+    if segments:
+        body["segments"] = e.segments
+    return body
+
+
+def segments_json(t: Transcript) -> list[SegmentJson]:
+    out: list[SegmentJson] = []
+    for s in t.segments:
+        seg: SegmentJson = {"start_s": s.start_s, "end_s": s.end_s, "text": s.text}
+        if s.words:
+            seg["words"] = [{"start_s": w.start_s, "end_s": w.end_s, "word": w.word} for w in s.words]
+        out.append(seg)
+    return out
+
+
+def as_transcript(e: HistoryEntry) -> Transcript:
+    return Transcript(
+        language=e.language or "",
+        duration_s=e.duration_s or 0.0,
+        segments=[
+            TranscriptSegment(
+                s["start_s"],
+                s["end_s"],
+                s["text"],
+                [Word(w["start_s"], w["end_s"], w["word"]) for w in s.get("words", [])],
+            )
+            for s in e.segments
+        ],
+    )
+
+
+@router.get("/v1/history")
+async def search_history(
+    q: str | None = None,
+    cursor: str | None = None,
+    limit: int = 20,
+    ctx: ApiContext = Depends(context),
+    who: str | None = Depends(owner),
+) -> dict[str, Any]:
+    if q is not None and len(q) > 256:
+        raise InvalidRequest("q is at most 256 characters")
+    page = await asyncio.to_thread(store_of(ctx).history.search, q, owner=who, limit=limit, cursor=cursor)
+    return {"object": "list", "data": [entry_json(e) for e in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get("/v1/history/export")
+async def export_history(
+    q: str | None = None, ctx: ApiContext = Depends(context), who: str | None = Depends(owner)
+) -> Response:
+    """Every entry matching ``q`` as CSV (one row per entry)."""
+    store = store_of(ctx)
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["id", "created_at", "source_name", "duration_s", "language", "model", "text"])
+    cursor = None
+    while True:
+        page = await asyncio.to_thread(store.history.search, q, owner=who, limit=500, cursor=cursor)
+        for e in page.items:
+            w.writerow([e.id, _time(e.created_at), e.source_name, e.duration_s, e.language, e.model, e.text])
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="history.csv"'},
+    )
+
+
+@router.get("/v1/history/{entry_id}")
+async def get_entry(
+    entry_id: str,
+    format: str | None = None,
+    ctx: ApiContext = Depends(context),
+    who: str | None = Depends(owner),
+) -> Response:
+    e = await asyncio.to_thread(store_of(ctx).history.get, entry_id, owner=who)
+    if format is None:
+        return JSONResponse(entry_json(e, segments=True))
+    fmt = parse_format(format)
+    body = render(as_transcript(e), fmt, words=True)
+    return (
+        JSONResponse(body) if isinstance(body, dict) else PlainTextResponse(body, media_type=MEDIA_TYPES[fmt])
+    )
+
+
+@router.delete("/v1/history/{entry_id}")
+async def delete_entry(
+    entry_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(owner)
+) -> dict[str, Any]:
+    await asyncio.to_thread(store_of(ctx).history.delete, entry_id, owner=who)
+    return {"id": entry_id, "object": "history.entry", "deleted": True}

@@ -1,0 +1,64 @@
+"""Batch transcription jobs and transcription history: the durable store (SQLite or
+PostgreSQL), its schema migrations and the job/file state machine. No Ray in here: the job
+runner deployment and the HTTP API build on ``JobStore``."""
+
+from __future__ import annotations
+
+from serve_app.jobs.errors import (
+    FileNotFound,
+    HistoryNotFound,
+    InvalidCursor,
+    JobNotFound,
+    UploadMissing,
+    WindowOutOfOrder,
+)
+from serve_app.jobs.history import HistoryStore
+from serve_app.jobs.migrate import upgrade
+from serve_app.jobs.models import (
+    Claim,
+    CreatedJob,
+    DeletedJob,
+    FileTranscript,
+    HistoryEntry,
+    Job,
+    JobFile,
+    JobOptions,
+    NewFile,
+    Page,
+    SegmentJson,
+    Upload,
+    Window,
+    WordJson,
+    WriteResult,
+)
+from serve_app.jobs.states import FileState, JobState
+from serve_app.jobs.store import JobStore
+
+__all__ = [
+    "Claim",
+    "CreatedJob",
+    "DeletedJob",
+    "FileNotFound",
+    "FileState",
+    "FileTranscript",
+    "HistoryEntry",
+    "HistoryNotFound",
+    "HistoryStore",
+    "InvalidCursor",
+    "Job",
+    "JobFile",
+    "JobNotFound",
+    "JobOptions",
+    "JobState",
+    "JobStore",
+    "NewFile",
+    "Page",
+    "SegmentJson",
+    "Upload",
+    "UploadMissing",
+    "Window",
+    "WindowOutOfOrder",
+    "WordJson",
+    "WriteResult",
+    "upgrade",
+]

@@ -1,0 +1,1 @@
+"""Alembic scripts of the job store (a package, so they ship with ``serve_app``)."""

@@ -1,0 +1,265 @@
+"""What the job store takes and returns: frozen dataclasses, no SQL, no Ray.
+
+Segments travel as JSON-shaped ``TypedDict``s (``{start_s, end_s, text, words: [...]}``) because
+that is how they are stored and how the API renders them; ``Window.from_transcript`` converts a
+pipeline ``Transcript``."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, NotRequired, TypedDict, TypeVar
+
+from serve_app.contracts import Transcript
+from serve_app.jobs.states import FileState, JobState
+
+T = TypeVar("T")
+
+
+class WordJson(TypedDict):
+    start_s: float
+    end_s: float
+    word: str
+
+
+class SegmentJson(TypedDict):
+    start_s: float
+    end_s: float
+    text: str
+    words: NotRequired[list[WordJson]]
+
+
+def join_texts(segments: Sequence[SegmentJson], language: str | None) -> str:
+    """Plain text of segments, joined as ``contracts.Transcript.text`` joins them (no spaces
+    between Chinese segments)."""
+    parts = [s["text"].strip() for s in segments if s["text"].strip()]
+    sep = "" if (language or "").startswith("zh") else " "
+    return sep.join(parts)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """The transcription options of a job (the fields of ``/v1/audio/transcriptions``).
+
+    Stored as JSON, so a later field is added here with a default and needs no migration;
+    unknown keys read back from the database are ignored (a rolled-back server still works)."""
+
+    model: str
+    language: str | None = None
+    prompt: str | None = None
+    punctuation: bool | None = None
+    itn: bool | None = None
+    response_format: str = "json"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "language": self.language,
+            "prompt": self.prompt,
+            "punctuation": self.punctuation,
+            "itn": self.itn,
+            "response_format": self.response_format,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobOptions:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """A file to transcribe in a new job: an upload already registered with ``add_upload``."""
+
+    name: str
+    sha256: str
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Upload:
+    sha256: str
+    size_bytes: int
+    path: str
+    """Relative to the data directory; unique per ``add_upload`` call that created the row."""
+    created_at: datetime
+    released_at: datetime | None = None
+    """When the audio was deleted (no unfinished file needed it); the row stays."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job with its file counts, as the API shows it."""
+
+    id: str
+    state: JobState
+    options: JobOptions
+    metadata: dict[str, Any] | None
+    owner: str | None
+    idempotency_key: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    counts: Mapping[FileState, int]
+    """Files by state; every state is present (0 when none)."""
+    audio_total_s: float
+    """Sum of the known file durations."""
+    audio_done_s: float
+    """Audio seconds committed so far over all files (a done file counts its whole duration)."""
+    durations_known: bool
+    """False while some file's duration is unknown: ``audio_total_s`` is then a lower bound."""
+
+    @property
+    def files_total(self) -> int:
+        return sum(self.counts.values())
+
+    def eta_s(self, now: datetime) -> float | None:
+        """Naive remaining time: the audio left at the rate processed since the first claim.
+        ``None`` before there is a rate, or while the total is unknown."""
+        if self.state.terminal:
+            return 0.0
+        if self.started_at is None or not self.durations_known or self.audio_done_s <= 0:
+            return None
+        elapsed = (now - self.started_at).total_seconds()
+        if elapsed <= 0:
+            return None
+        remaining = max(self.audio_total_s - self.audio_done_s, 0.0)
+        return remaining * elapsed / self.audio_done_s
+
+
+@dataclass(frozen=True)
+class CreatedJob:
+    job: Job
+    created: bool
+    """False when an idempotency key matched an earlier job, which is returned unchanged."""
+
+
+@dataclass(frozen=True)
+class JobFile:
+    id: str
+    job_id: str
+    position: int
+    name: str
+    sha256: str
+    size_bytes: int
+    duration_s: float | None
+    state: FileState
+    error: str | None
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    progress_s: float
+    """Audio seconds committed so far: where a resumed worker starts its next window."""
+    windows: int
+    """Windows committed so far: the ``seq`` of the next one."""
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A file a worker now holds, with what it needs to (re)start it.
+
+    ``attempt`` is the fencing token: pass it to every later write for this file."""
+
+    file: JobFile
+    options: JobOptions
+    upload_path: str
+    lease_expires_at: datetime
+
+    @property
+    def attempt(self) -> int:
+        return self.file.attempts
+
+    @property
+    def progress_s(self) -> float:
+        return self.file.progress_s
+
+
+@dataclass(frozen=True)
+class Window:
+    """One committed stretch of a file's transcript: ``[start_s, end_s)`` of its audio."""
+
+    start_s: float
+    end_s: float
+    segments: list[SegmentJson]
+    language: str | None = None
+
+    @classmethod
+    def from_transcript(cls, t: Transcript, start_s: float, end_s: float) -> Window:
+        segs: list[SegmentJson] = []
+        for s in t.segments:
+            seg: SegmentJson = {"start_s": s.start_s, "end_s": s.end_s, "text": s.text}
+            if s.words:
+                seg["words"] = [{"start_s": w.start_s, "end_s": w.end_s, "word": w.word} for w in s.words]
+            segs.append(seg)
+        return cls(start_s=start_s, end_s=end_s, segments=segs, language=t.language)
+
+
+@dataclass(frozen=True)
+class FileTranscript:
+    """A file's transcript so far: its committed windows concatenated in audio order."""
+
+    file: JobFile
+    language: str | None
+    """The language of the first window that named one."""
+    segments: list[SegmentJson]
+    covered_s: float
+    """End of the last committed window (== ``file.progress_s``)."""
+
+    @property
+    def complete(self) -> bool:
+        return self.file.state is FileState.DONE
+
+    @property
+    def text(self) -> str:
+        return join_texts(self.segments, self.language)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One single (non-batch) transcription kept for the user to find again."""
+
+    id: str
+    created_at: datetime
+    owner: str | None
+    source_name: str | None
+    duration_s: float | None
+    language: str | None
+    model: str | None
+    text: str
+    segments: list[SegmentJson]
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+    """Pass back as ``cursor`` for the next page; ``None`` on the last page."""
+
+
+@dataclass(frozen=True)
+class DeletedJob:
+    job_id: str
+    unreferenced_paths: list[str] = field(default_factory=list)
+    """Upload files no job needs any more; their rows are gone, the caller deletes the files."""
+
+
+class WriteResult(enum.Enum):
+    """Outcome of a fenced write (renew, commit_window, complete, fail, set_duration).
+
+    Truthy only for ``OK``, so ``if not store.renew(...)`` reads naturally; the other values
+    tell a worker why it must stop."""
+
+    OK = "ok"
+    STALE = "stale"
+    """Another claim (a higher attempt) holds the file, it already ended, or it is gone."""
+    CANCELLED = "cancelled"
+    """The job was cancelled; results committed so far are kept."""
+
+    def __bool__(self) -> bool:
+        return self is WriteResult.OK
