@@ -14,7 +14,7 @@ export RAY_SERVE_METRICS_EXPORT_INTERVAL_MS ?= 1000
 # The pip config of some hosts lists extra indexes that may not exist: keep the noise out.
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: install run test test-all lint bench bench-full bench-whisper bench-fairness load load-report tiny-models models system-test-deps clean
+.PHONY: install run test test-all lint bench bench-full bench-whisper bench-realtime bench-jobs bench-fairness load load-report tiny-models models system-test-deps clean
 
 install: $(VENV)/.installed
 
@@ -67,6 +67,14 @@ bench-full: install system-test-deps
 # The default engine (Whisper, deploy/local.yaml): 16 at once vs one after another.
 bench-whisper: install system-test-deps
 	$(PY) -m bench.whisper
+
+# Realtime sessions at real time, batched vs one-by-one, then 1000 churn cycles (memory).
+bench-realtime: install system-test-deps
+	$(PY) -m bench.realtime
+
+# A 200-file job alone and beside 2 live clients; resume after the serving tree is killed.
+bench-jobs: install system-test-deps
+	$(PY) -m bench.jobs
 
 # A 300 s upload beside 4 closed-loop clients (deploy/local.yaml).
 bench-fairness: install system-test-deps

@@ -347,7 +347,11 @@ def main() -> None:
     p.add_argument("--skip-direct", action="store_true", help="served graph only (quick iterations)")
     p.add_argument("--asr-replicas", type=int, default=1)
     p.add_argument(
-        "--asr-workers", type=int, nargs="*", default=[1, 2], help="served: asr.workers shapes, one app each"
+        "--asr-workers",
+        type=int,
+        nargs="*",
+        default=[2],
+        help="served: asr.workers shapes, one app each (1 2: both)",
     )
     p.add_argument("--gpu-per-replica", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2)

@@ -17,9 +17,10 @@ ServeCluster = LocalServe
 
 @pytest.fixture(scope="session")
 def serve_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeCluster]:
-    # More logical CPUs than cores: replicas ask for fractions and mostly wait on I/O.
+    # More logical CPUs than cores: replicas ask for fractions and mostly wait on I/O; the
+    # session keeps several apps of 2-3 logical CPUs each alive at once.
     # One fake GPU: GPU packing is testable on a CPU-only machine.
-    cluster = LocalServe.start(num_cpus=8, num_gpus=1)
+    cluster = LocalServe.start(num_cpus=16, num_gpus=1)
     cluster.data_root = tmp_path_factory.mktemp("data")  # each app: its own jobs database
     try:
         yield cluster
