@@ -6,7 +6,16 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from serve_app.api import health, history, jobs, models, realtime_funasr, realtime_openai, transcriptions
+from serve_app.api import (
+    console,
+    health,
+    history,
+    jobs,
+    models,
+    realtime_funasr,
+    realtime_openai,
+    transcriptions,
+)
 from serve_app.api.context import ApiContext
 from serve_app.api.errors import install_error_handlers
 
@@ -19,4 +28,5 @@ def create_app(ctx: ApiContext) -> FastAPI:
     install_error_handlers(app)
     for module in (health, models, transcriptions, jobs, history, realtime_openai, realtime_funasr):
         app.include_router(module.router)
+    app.include_router(console.router)  # /ui/ and the browser's GET / (the FunASR socket keeps WS /)
     return app
