@@ -14,7 +14,7 @@ export RAY_SERVE_METRICS_EXPORT_INTERVAL_MS ?= 1000
 # The pip config of some hosts lists extra indexes that may not exist: keep the noise out.
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: install run test test-all lint bench bench-full bench-whisper bench-realtime bench-jobs bench-fairness load load-report tiny-models models system-test-deps clean
+.PHONY: install run test test-all lint bench bench-full bench-whisper bench-realtime bench-jobs bench-fairness load load-report tiny-models models system-test-deps screenshots clean
 
 install: $(VENV)/.installed
 
@@ -39,12 +39,20 @@ system-test-deps:
 	@# PostgreSQL for the job-store tests (tests/pg.py starts the cluster and makes the databases).
 	@dpkg -s postgresql >/dev/null 2>&1 || { echo "==> installing postgresql (job-store tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@# Debian's chromium and its driver for the console's browser tests (tests/browser: Selenium).
+	@{ command -v chromium >/dev/null && test -x /usr/bin/chromedriver; } || { \
+	  echo "==> installing chromium and chromium-driver (browser tests)"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 test: install system-test-deps
 	$(PY) -m pytest -m "not slow and not gpu"
 
 test-all: install system-test-deps
 	$(PY) -m pytest
+
+# The web console's pages as small PNGs for the README (the browser tests in screenshot mode).
+screenshots: install system-test-deps
+	FUNASR_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PY) -m pytest tests/browser -p no:cacheprovider
 
 LINT_DIRS := serve_app tools tests load bench
 lint: install

@@ -21,6 +21,7 @@ from serve_app.deployments.postprocess import PostprocessDeployment
 from serve_app.deployments.streaming import StreamingDeployment
 from serve_app.deployments.vad import VadDeployment
 from serve_app.engines import supported_languages
+from serve_app.keys import KeyRing
 from serve_app.model_paths import resolve
 
 
@@ -52,6 +53,7 @@ def build_app(args: PipelineArgs | dict[str, Any]) -> Application:
     streaming = StreamingDeployment.bind(args.realtime, vad_dir, streaming_dir)  # type: ignore[attr-defined]
     stages = {"decode": decode, "vad": vad, "asr": asr, "post": post}
     storage = StorageArgs.from_settings(settings)
+    keys = KeyRing.from_settings(settings)  # a bad entry fails the deploy, never opens the server
     runner = JobRunnerDeployment.bind(stages, args.retry, args.jobs, storage)  # type: ignore[attr-defined]
     return Ingress.bind(  # type: ignore[attr-defined]
         {**stages, "streaming": streaming, "job_runner": runner},
@@ -61,4 +63,5 @@ def build_app(args: PipelineArgs | dict[str, Any]) -> Application:
         args.realtime,
         args.jobs,
         storage,
+        keys,
     )

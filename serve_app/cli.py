@@ -5,6 +5,7 @@
     funasr-serve jobs export JOB --format srt|vtt|txt|json|csv|zip [--out DIR]
     funasr-serve jobs cancel JOB
     funasr-serve jobs list
+    funasr-serve keys create --label NAME [--admin] [--file PATH]
 
 ``submit`` hashes every file, asks the server whether it already holds it
 (``HEAD /v1/uploads/{sha256}``), uploads only the ones it lacks, and creates the job with an
@@ -12,6 +13,10 @@
 uploads nothing the server has and returns the same job. The server is ``--url`` or
 ``FUNASR_SERVE_URL`` (default ``http://127.0.0.1:8000``); ``--api-key`` or
 ``FUNASR_SERVE_API_KEY`` when it requires keys.
+
+``keys create`` makes a new API key (it needs no server): it prints the key once and the
+entry (its SHA-256, label and admin flag) to add to the server's ``FUNASR_SERVE_API_KEYS`` or
+``FUNASR_SERVE_API_KEYS_FILE``; ``--file`` appends the entry to that file itself.
 """
 
 from __future__ import annotations
@@ -240,6 +245,30 @@ def list_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def create_key(args: argparse.Namespace) -> int:
+    from serve_app.keys import new_key
+
+    try:
+        key, entry = new_key(args.label, admin=args.admin)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    print(f"API key for {entry.label!r}{' (admin)' if entry.admin else ''}, shown only this once:")
+    print(key)
+    if args.file:
+        path = Path(args.file)
+        # Created private: the file holds hashes only, but nobody else needs to read or edit it.
+        sep = "\n" if path.is_file() and not path.read_bytes().endswith(b"\n") and path.stat().st_size else ""
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write(sep + entry.entry() + "\n")
+        print(f"Its entry was added to {path} (FUNASR_SERVE_API_KEYS_FILE); redeploy to use it.")
+    else:
+        print("Add this entry to FUNASR_SERVE_API_KEYS (entries separated by commas) or as a line")
+        print("of FUNASR_SERVE_API_KEYS_FILE, then redeploy:")
+        print(entry.entry())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="funasr-serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -283,6 +312,13 @@ def parser() -> argparse.ArgumentParser:
     ls = jobs.add_parser("list", help="recent jobs")
     ls.add_argument("--limit", type=int, default=20)
     ls.set_defaults(run=list_jobs)
+
+    keys = top.add_parser("keys", help="API keys").add_subparsers(dest="cmd", required=True)
+    k = keys.add_parser("create", help="a new API key, printed once, and the entry the server needs")
+    k.add_argument("--label", required=True, help="whose key: it owns the jobs and history made with it")
+    k.add_argument("--admin", action="store_true", help="the key sees every label's jobs and history")
+    k.add_argument("--file", help="append the entry to this keys file (FUNASR_SERVE_API_KEYS_FILE)")
+    k.set_defaults(run=create_key)
     return p
 
 

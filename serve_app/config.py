@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     """Keep a job file's audio after it is transcribed (until its job is deleted); by default
     it is deleted as soon as no unfinished file needs it."""
 
+    api_keys: str = ""
+    """API keys as ``<sha256 hex>:<label>[:admin]`` entries separated by commas (hashes only;
+    ``funasr-serve keys create`` prints a new key and its entry). Empty, with no
+    ``api_keys_file`` either: no key is needed (``serve_app.keys``)."""
+
+    api_keys_file: Path | None = None
+    """A file of the same entries, one per line (``#`` comments); read when the app is built."""
+
+    funasr_socket_open: bool = False
+    """With API keys: leave FunASR's WebSocket protocol (``/`` and ``/v1/realtime/funasr``)
+    open to anyone, for FunASR's own clients, which cannot send a key."""
+
 
 class StorageArgs(BaseModel):
     """Where jobs and history live: ``Settings`` resolved to absolute paths when the app is

@@ -24,6 +24,13 @@ class InvalidRequest(ServeError):
     type = "invalid_request_error"
 
 
+class Unauthorized(ServeError):
+    """A missing or wrong API key (``Authorization: Bearer <key>``)."""
+
+    status_code = 401
+    type = "invalid_api_key"
+
+
 class UnsupportedAudio(ServeError):
     """The upload is not audio that ffmpeg can decode."""
 

@@ -13,6 +13,7 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.config import JobsArgs, LimitsArgs, RealtimeArgs
 from serve_app.contracts import ServedModel
 from serve_app.jobs import JobStore
+from serve_app.keys import KeyRing
 from serve_app.pipeline import Pipeline
 
 
@@ -31,6 +32,8 @@ class ApiContext:
     input_dir: Path | None
     history: bool
     created: int = field(default_factory=lambda: int(time.time()))
+    keys: KeyRing = field(default_factory=KeyRing)
+    """API keys (none: the server is open); enforced by ``serve_app.api.auth``."""
 
 
 def context(request: Request) -> ApiContext:
@@ -39,6 +42,13 @@ def context(request: Request) -> ApiContext:
 
 
 def owner(request: Request) -> str | None:
-    """Who owns what the request creates or may see (jobs, history): ``None`` while the server
+    """Who owns what the request creates (jobs, history): its API key's label, admin keys
+    included (``serve_app.api.auth`` puts it on ``request.state``); ``None`` while the server
     runs without API keys."""
     return getattr(request.state, "owner", None)
+
+
+def visible_owner(request: Request) -> str | None:
+    """Whose jobs and history the request may see: its key's label, or ``None`` (everyone's)
+    for an admin key or a server without API keys."""
+    return None if getattr(request.state, "admin", False) else owner(request)

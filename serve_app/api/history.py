@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from serve_app.api.context import ApiContext, context, owner
+from serve_app.api.context import ApiContext, context, visible_owner
 from serve_app.api.jobs import _time, store_of
 from serve_app.contracts import Transcript, TranscriptSegment, Word
 from serve_app.errors import InvalidRequest
@@ -27,6 +27,7 @@ def entry_json(e: HistoryEntry, segments: bool = False) -> dict[str, Any]:
         "id": e.id,
         "object": "history.entry",
         "created_at": _time(e.created_at),
+        "owner": e.owner,  # the label of the API key that made it (null without keys)
         "source_name": e.source_name,
         "duration_s": e.duration_s,
         "language": e.language,
@@ -70,7 +71,7 @@ async def search_history(
     cursor: str | None = None,
     limit: int = 20,
     ctx: ApiContext = Depends(context),
-    who: str | None = Depends(owner),
+    who: str | None = Depends(visible_owner),
 ) -> dict[str, Any]:
     if q is not None and len(q) > 256:
         raise InvalidRequest("q is at most 256 characters")
@@ -80,7 +81,7 @@ async def search_history(
 
 @router.get("/v1/history/export")
 async def export_history(
-    q: str | None = None, ctx: ApiContext = Depends(context), who: str | None = Depends(owner)
+    q: str | None = None, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> Response:
     """Every entry matching ``q`` as CSV (one row per entry)."""
     store = store_of(ctx)
@@ -107,7 +108,7 @@ async def get_entry(
     entry_id: str,
     format: str | None = None,
     ctx: ApiContext = Depends(context),
-    who: str | None = Depends(owner),
+    who: str | None = Depends(visible_owner),
 ) -> Response:
     e = await asyncio.to_thread(store_of(ctx).history.get, entry_id, owner=who)
     if format is None:
@@ -121,7 +122,7 @@ async def get_entry(
 
 @router.delete("/v1/history/{entry_id}")
 async def delete_entry(
-    entry_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(owner)
+    entry_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
     await asyncio.to_thread(store_of(ctx).history.delete, entry_id, owner=who)
     return {"id": entry_id, "object": "history.entry", "deleted": True}

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from serve_app.api.context import ApiContext, context, owner
+from serve_app.api.context import ApiContext, context, owner, visible_owner
 from serve_app.api.protocol import TranscriptionOptions, describe
 from serve_app.api.uploads import StoredFile, receive_body, receive_multipart
 from serve_app.contracts import Transcript, TranscriptSegment, Word
@@ -79,6 +79,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "id": job.id,
         "object": "job",
         "state": job.state.value,
+        "owner": job.owner,  # the label of the API key that created it (null without keys)
         "created_at": _time(job.created_at),
         "started_at": _time(job.started_at),
         "finished_at": _time(job.finished_at),
@@ -256,7 +257,7 @@ async def list_jobs(
     limit: int = 20,
     state: str | None = None,
     ctx: ApiContext = Depends(context),
-    who: str | None = Depends(owner),
+    who: str | None = Depends(visible_owner),
 ) -> dict[str, Any]:
     from serve_app.jobs import JobState
 
@@ -276,21 +277,21 @@ def _enum(cls: Any, value: str | None, name: str) -> Any:
 
 @router.get("/v1/jobs/{job_id}")
 async def get_job(
-    job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(owner)
+    job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
     return job_json(await asyncio.to_thread(store_of(ctx).get_job, job_id, owner=who))
 
 
 @router.post("/v1/jobs/{job_id}/cancel")
 async def cancel_job(
-    job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(owner)
+    job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
     return job_json(await asyncio.to_thread(store_of(ctx).cancel_job, job_id, owner=who))
 
 
 @router.delete("/v1/jobs/{job_id}")
 async def delete_job(
-    job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(owner)
+    job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
     deleted = await asyncio.to_thread(store_of(ctx).delete_job, job_id, owner=who)
     remove_audio(ctx.data_dir, deleted.unreferenced_paths)
@@ -304,7 +305,7 @@ async def list_files(
     cursor: str | None = None,
     limit: int = 100,
     ctx: ApiContext = Depends(context),
-    who: str | None = Depends(owner),
+    who: str | None = Depends(visible_owner),
 ) -> dict[str, Any]:
     fs = _enum(FileState, state, "state")
     page = await asyncio.to_thread(
@@ -319,7 +320,7 @@ async def get_file_result(
     file_id: str,
     format: str | None = None,
     ctx: ApiContext = Depends(context),
-    who: str | None = Depends(owner),
+    who: str | None = Depends(visible_owner),
 ) -> Response:
     store = store_of(ctx)
     t = await asyncio.to_thread(store.get_transcript, file_id, owner=who)
@@ -350,7 +351,7 @@ async def export_job(
     format: str = "zip",
     rows: str = "files",
     ctx: ApiContext = Depends(context),
-    who: str | None = Depends(owner),
+    who: str | None = Depends(visible_owner),
 ) -> Response:
     """``zip``: per finished file its transcript as .txt, .srt, .vtt and .json; ``csv``: a row
     per file (``rows=files``) or per segment (``rows=segments``)."""
@@ -425,7 +426,10 @@ async def export_job(
 
 @router.get("/v1/jobs/{job_id}/events")
 async def job_events(
-    job_id: str, interval_s: float = 1.0, ctx: ApiContext = Depends(context), who: str | None = Depends(owner)
+    job_id: str,
+    interval_s: float = 1.0,
+    ctx: ApiContext = Depends(context),
+    who: str | None = Depends(visible_owner),
 ) -> StreamingResponse:
     """Server-sent events: ``progress`` whenever the job changes, ``end`` when it has ended."""
     store = store_of(ctx)

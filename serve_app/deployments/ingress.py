@@ -3,15 +3,21 @@ replica, late-bound through ``__serve_build_asgi_app__``, so routes live in ``ap
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.api import ApiContext, create_app
+from serve_app.api.auth import open_warning
 from serve_app.config import JobsArgs, LimitsArgs, RealtimeArgs, RetryArgs, StorageArgs
 from serve_app.contracts import ServedModel
 from serve_app.jobs import JobStore
+from serve_app.keys import KeyRing
 from serve_app.pipeline import Pipeline
+
+logger = logging.getLogger("ray.serve")
 
 
 # A WebSocket is an ongoing request of its ingress replica: a scale-down drains live sessions
@@ -33,7 +39,11 @@ class Ingress:
         realtime: RealtimeArgs,
         jobs: JobsArgs,
         storage: StorageArgs,
+        keys: KeyRing | None = None,
     ) -> None:
+        keys = keys or KeyRing()
+        if not keys.enabled and (warning := open_warning(keys, _http_host())):
+            logger.warning(warning)
         storage.data_dir.mkdir(parents=True, exist_ok=True)
         self._ctx = ApiContext(
             pipeline=Pipeline(stages["decode"], stages["vad"], stages["asr"], stages["post"], retry),
@@ -46,7 +56,19 @@ class Ingress:
             data_dir=storage.data_dir,
             input_dir=storage.input_dir,
             history=storage.history,
+            keys=keys,
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(self._ctx)
+
+
+def _http_host() -> str | None:
+    """The host Serve's proxies listen on (``http_options.host``); ``None`` if unknown."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        client = _get_global_client()
+        return str(client.http_config.host) if client is not None else None
+    except Exception:  # no controller to ask: say so in the warning rather than fail the replica
+        return None

@@ -249,6 +249,27 @@ class DeletedJob:
     """Upload files no job needs any more; their rows are gone, the caller deletes the files."""
 
 
+@dataclass(frozen=True)
+class Usage:
+    """Audio transcribed since a moment, and the batch queue now (``JobStore.usage``)."""
+
+    since: datetime
+    history_audio_s: float
+    """Audio seconds of single transcriptions kept in the history since ``since`` (none are
+    kept while the history is off)."""
+    history_entries: int
+    job_audio_s: float
+    """Audio seconds of job windows committed since ``since`` (files still running included)."""
+    job_windows: int
+    pending_files: int
+    """Job files waiting for a worker now (the batch queue's depth)."""
+    running_files: int
+
+    @property
+    def audio_s(self) -> float:
+        return self.history_audio_s + self.job_audio_s
+
+
 class WriteResult(enum.Enum):
     """Outcome of a fenced write (renew, commit_window, complete, fail, set_duration).
 

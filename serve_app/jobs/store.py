@@ -73,11 +73,13 @@ from serve_app.jobs.models import (
     Page,
     SegmentJson,
     Upload,
+    Usage,
     Window,
     WriteResult,
 )
 from serve_app.jobs.paging import check_limit, older_than, owned_by
 from serve_app.jobs.schema import files, idempotency_keys, jobs, uploads, windows
+from serve_app.jobs.schema import history as history_rows
 from serve_app.jobs.states import FileState, JobState, derive_job_state
 
 Clock = Callable[[], datetime]
@@ -351,6 +353,40 @@ class JobStore:
             last = items[-1]
             next_cursor = paging.encode("jobs", last.created_at, last.id)
         return Page(items, next_cursor)
+
+    def usage(self, since: datetime) -> Usage:
+        """Audio transcribed since ``since`` (history entries and committed job windows, of
+        every owner; deleted ones no longer count) and the files queued or running now."""
+        with self._read() as conn:
+            h = conn.execute(
+                select(func.coalesce(func.sum(history_rows.c.duration_s), 0.0), func.count()).where(
+                    history_rows.c.created_at >= since
+                )
+            ).one()
+            # TODO: index windows.created_at (a migration) if this scan shows on a large store.
+            w = conn.execute(
+                select(func.coalesce(func.sum(windows.c.end_s - windows.c.start_s), 0.0), func.count()).where(
+                    windows.c.created_at >= since
+                )
+            ).one()
+            by_state: dict[str, int] = dict(
+                conn.execute(
+                    select(files.c.state, func.count())
+                    .where(files.c.state.in_(_OPEN))
+                    .group_by(files.c.state)
+                )
+                .tuples()
+                .all()
+            )
+        return Usage(
+            since=since,
+            history_audio_s=float(h[0]),
+            history_entries=int(h[1]),
+            job_audio_s=float(w[0]),
+            job_windows=int(w[1]),
+            pending_files=int(by_state.get(FileState.PENDING.value, 0)),
+            running_files=int(by_state.get(FileState.RUNNING.value, 0)),
+        )
 
     def cancel_job(self, job_id: str, *, owner: str | None = None) -> Job:
         """Cancel a job that has not ended: its pending and running files become ``cancelled``

@@ -1,10 +1,8 @@
-"""One local Ray and one Serve instance per test session. Apps are deployed from the real
-``deploy/*.yaml`` through the controller, as ``serve run``/``serve deploy`` do, with test
-overrides merged in (model paths, names, limits)."""
+"""Apps of the integration tests. The local Ray and Serve of the session (``serve_cluster``)
+and ``local_app`` live in ``tests/conftest.py``: the browser tests deploy on the same ones."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,25 +11,6 @@ from tests.support import funasr_args
 from tools.local_serve import LocalServe, app_config
 
 ServeCluster = LocalServe
-
-
-@pytest.fixture(scope="session")
-def serve_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeCluster]:
-    # More logical CPUs than cores: replicas ask for fractions and mostly wait on I/O; the
-    # session keeps several apps of 2-3 logical CPUs each alive at once.
-    # One fake GPU: GPU packing is testable on a CPU-only machine.
-    cluster = LocalServe.start(num_cpus=16, num_gpus=1)
-    cluster.data_root = tmp_path_factory.mktemp("data")  # each app: its own jobs database
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def local_app(serve_cluster: ServeCluster) -> str:
-    """deploy/local.yaml as shipped: Whisper tiny.en + FSMN-VAD + English ITN."""
-    return serve_cluster.deploy(app_config("local.yaml", "local"))
 
 
 @pytest.fixture(scope="session")

@@ -811,6 +811,27 @@ def test_history_search_paging_and_retention(store: JobStore, clock: FakeClock) 
     assert search(None) == ["HELLO there", "nothing", "你好世界"]
 
 
+def test_usage_counts_audio_since_a_moment_and_the_queue_now(store: JobStore, clock: FakeClock) -> None:
+    store.history.add(text="yesterday", owner="o1", duration_s=100.0)
+    make_job(store, 1, first_sha=10)
+    old = store.claim("A", 600)
+    assert old is not None and store.commit_window(old.file.id, old.attempt, window(0, 50))
+    clock.advance(3600)
+    since = clock()
+    store.history.add(text="today", owner="o1", duration_s=30.0)
+    store.history.add(text="today too", owner="o2", duration_s=12.5)
+    store.history.add(text="no duration", owner="o2")
+    assert store.commit_window(old.file.id, old.attempt, window(50, 650))  # a running file counts
+    make_job(store, 3, first_sha=20)
+
+    u = store.usage(since)
+    assert (u.history_audio_s, u.history_entries, u.job_audio_s, u.job_windows) == (42.5, 3, 600.0, 1), u
+    assert (u.pending_files, u.running_files, u.audio_s) == (3, 1, 642.5), u
+    assert store.complete(old.file.id, old.attempt)
+    u = store.usage(since - timedelta(days=1))
+    assert (u.history_audio_s, u.job_audio_s, u.job_windows, u.running_files) == (142.5, 650.0, 2, 0), u
+
+
 def test_history_keeps_segments(store: JobStore) -> None:
     segs: list[SegmentJson] = [{"start_s": 0.0, "end_s": 1.0, "text": "hi", "words": []}]
     e = store.history.add(text="hi", segments=segs)

@@ -1,0 +1,159 @@
+"""``GET /v1/status``: what an operator (and the console's status page) wants at a glance:
+the served models, replicas per stage, queue depth and the audio transcribed today."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from serve_app.api.context import ApiContext, context
+from serve_app.jobs import Usage
+
+logger = logging.getLogger("ray.serve")
+
+router = APIRouter(tags=["status"])
+
+PROBE_TIMEOUT_S = 5.0
+ASR_QUEUE_FIELDS = (
+    "replica",
+    "device",
+    "inflight_requests",
+    "queued_segments",
+    "queued_audio_s",
+    "busy_fraction",
+)
+
+
+def _time(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def start_of_day(now: datetime) -> datetime:
+    """Midnight UTC of ``now``'s day: "today" of the status."""
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def serve_json(app: str, status: Any) -> dict[str, Any]:
+    """One application of ``serve.status()`` (an ``ApplicationStatusOverview``) as JSON."""
+    deployments = {}
+    for name, d in status.deployments.items():
+        replicas = {str(getattr(state, "value", state)): int(n) for state, n in d.replica_states.items()}
+        deployments[name] = {
+            "status": str(getattr(d.status, "value", d.status)),
+            "replicas": replicas,
+            "running": replicas.get("RUNNING", 0),
+        }
+    return {
+        "app": app,
+        "status": str(getattr(status.status, "value", status.status)),
+        "deployments": deployments,
+    }
+
+
+def usage_json(u: Usage) -> dict[str, Any]:
+    return {
+        "since": _time(u.since),
+        "audio_hours": round(u.audio_s / 3600, 4),
+        "history_audio_s": round(u.history_audio_s, 3),
+        "history_entries": u.history_entries,
+        "job_audio_s": round(u.job_audio_s, 3),
+        "job_windows": u.job_windows,
+    }
+
+
+def _serve_status() -> dict[str, Any]:
+    from ray import serve
+
+    app = serve.get_replica_context().app_name
+    overview = serve.status().applications.get(app)
+    if overview is None:
+        raise LookupError(f"application {app!r} is not in serve.status()")
+    return serve_json(app, overview)
+
+
+@router.get("/v1/status")
+async def server_status(request: Request, ctx: ApiContext = Depends(context)) -> dict[str, Any]:
+    """The server at a glance. Parts that cannot be read right now are ``null``, with the
+    reason under ``errors`` (the endpoint itself answers 200 as long as the ingress runs)::
+
+        {
+          "object": "status",
+          "time": "2025-03-01T12:00:00Z",
+          "models": {
+            "asr": {"names": ["whisper-1"], "language": "en", "languages": ["en"]},
+            "streaming": null                       # realtime.streaming_model as configured
+          },
+          "serve": {                                # serve.status() of this application
+            "app": "default", "status": "RUNNING",
+            "deployments": {
+              "ASR": {"status": "HEALTHY", "replicas": {"RUNNING": 1}, "running": 1},
+              ...                                   # Ingress, Decode, VAD, Postprocess, ...
+            }
+          },
+          "queue": {
+            "asr": {                                # the ASR replica that answered (one of them)
+              "replica": "...", "device": "cpu", "inflight_requests": 0,
+              "queued_segments": 0, "queued_audio_s": 0.0, "busy_fraction": 0.02
+            },
+            "jobs": {"pending_files": 0, "running_files": 0}     # null when jobs are off
+          },
+          "today": {                                # since midnight UTC, every owner
+            "since": "2025-03-01T00:00:00Z", "audio_hours": 0.5,
+            "history_audio_s": 600.0, "history_entries": 12,     # single transcriptions
+            "job_audio_s": 1200.0, "job_windows": 3               # batch-job windows
+          },                                        # null when jobs and history are off
+          "auth": {"keys_required": true, "label": "alice", "admin": false},
+          "errors": {}                              # e.g. {"serve": "TimeoutError: ..."}
+        }
+    """
+    now = datetime.now(UTC)
+    errors: dict[str, str] = {}
+
+    async def part(name: str, coro: Any) -> Any:
+        try:
+            return await asyncio.wait_for(coro, PROBE_TIMEOUT_S)
+        except Exception as e:
+            errors[name] = f"{type(e).__name__}: {e}"[:300]
+            return None
+
+    async def asr_queue() -> dict[str, Any]:
+        stats = await ctx.pipeline.asr.stats.remote()
+        return {k: stats.get(k) for k in ASR_QUEUE_FIELDS}
+
+    store = ctx.store
+    serve_part, asr_part, usage = await asyncio.gather(
+        part("serve", asyncio.to_thread(_serve_status)),
+        part("asr", asr_queue()),
+        part("usage", asyncio.to_thread(store.usage, start_of_day(now))) if store else asyncio.sleep(0),
+    )
+    state = request.state
+    return {
+        "object": "status",
+        "time": _time(now),
+        "models": {
+            "asr": {
+                "names": ctx.served.names,
+                "language": ctx.served.language,
+                "languages": ctx.served.languages,
+            },
+            "streaming": ctx.realtime.streaming_model,
+        },
+        "serve": serve_part,
+        "queue": {
+            "asr": asr_part,
+            "jobs": {"pending_files": usage.pending_files, "running_files": usage.running_files}
+            if usage is not None
+            else None,
+        },
+        "today": usage_json(usage) if usage is not None else None,
+        "auth": {
+            "keys_required": ctx.keys.enabled,
+            "label": getattr(state, "owner", None),
+            "admin": bool(getattr(state, "admin", False)),
+        },
+        "errors": errors,
+    }
