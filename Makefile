@@ -52,6 +52,9 @@ test-all: install system-test-deps
 
 # The web console's pages as small PNGs for the README (the browser tests in screenshot mode).
 screenshots: install system-test-deps
+	@# A CJK font, or the Chinese pages (and the random-weight model's Chinese text) show boxes.
+	@dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || { echo "==> installing fonts-wqy-microhei"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei >/dev/null; }
 	FUNASR_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PY) -m pytest tests/browser -p no:cacheprovider
 
 LINT_DIRS := serve_app tools tests load bench

@@ -6,7 +6,7 @@
 // server-sent events; per-file state from /v1/jobs/{id}/files.
 import { api, download, events, getJson, send, url } from "./api.js";
 import { $, bytes, duration, h, hours, say } from "./dom.js";
-import { t } from "./i18n.js";
+import { t, tr } from "./i18n.js";
 
 const AUDIO = /\.(wav|mp3|m4a|aac|flac|ogg|oga|opus|webm|mp4|mkv|mov|wma|amr|aiff?|caf|3gp)$/i;
 let getOptions = () => ({});
@@ -60,7 +60,7 @@ async function start() {
   $("#b-start").disabled = true;
   try {
     const job = window.crypto?.subtle ? await byContent(files, status) : await multipart(files, status);
-    say(status, t("batch.created", { id: job.id }));
+    say(status, tr("batch.created", { id: job.id }));
     selected = [];
     $("#b-selection").textContent = "";
     follow(job.id);
@@ -73,7 +73,7 @@ async function start() {
 async function byContent(files, status) {
   const refs = [];
   for (const [i, file] of files.entries()) {
-    say(status, t("batch.hashing", { i: i + 1, n: files.length }));
+    say(status, tr("batch.hashing", { i: i + 1, n: files.length }));
     const sha = await sha256(file);
     const name = nameOf(file);
     refs.push({ sha256: sha, name });
@@ -83,11 +83,11 @@ async function byContent(files, status) {
       headers: { "Content-Type": "application/octet-stream" },
       onProgress(loaded, total) {
         const pct = total ? Math.round((100 * loaded) / total) : 100;
-        say(status, t("batch.uploading", { i: i + 1, n: files.length, name, pct }));
+        say(status, tr("batch.uploading", { i: i + 1, n: files.length, name, pct }));
       },
     });
   }
-  say(status, t("batch.creating"));
+  say(status, tr("batch.creating"));
   const body = JSON.stringify({ files: refs, options: getOptions() });
   // The same files and options again (a double click, a retry) give back the same job.
   const key = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(body));
@@ -107,7 +107,7 @@ async function multipart(files, status) {
   const res = await send("POST", "v1/jobs", form, {
     onProgress(loaded, total) {
       const pct = total ? Math.round((100 * loaded) / total) : 100;
-      say(status, t("batch.multipart", { n: files.length, pct }));
+      say(status, tr("batch.multipart", { n: files.length, pct }));
     },
   });
   return res.body;

@@ -95,9 +95,18 @@ export function saveBlob(blob, filename) {
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
-/** Show a message in a live region (role=status or role=alert). */
-export function say(node, text, kind = "info") {
-  node.textContent = text;
+/** Show a message in a live region (role=status or role=alert): text, or tr(key, vars), which
+ * is translated again when the language changes. */
+export function say(node, message, kind = "info") {
+  if (message && typeof message === "object") {
+    node.dataset.i18n = message.key;
+    node.dataset.i18nVars = JSON.stringify(message.vars || {});
+    node.textContent = t(message.key, message.vars);
+  } else {
+    delete node.dataset.i18n;
+    delete node.dataset.i18nVars;
+    node.textContent = message || "";
+  }
   node.dataset.kind = kind;
-  node.hidden = !text;
+  node.hidden = !node.textContent;
 }

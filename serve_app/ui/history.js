@@ -3,7 +3,7 @@
 import { api, download, getJson } from "./api.js";
 import * as batch from "./batch.js";
 import { $, duration, h, say, when } from "./dom.js";
-import { t } from "./i18n.js";
+import { t, tr } from "./i18n.js";
 
 let entriesCursor = null;
 let jobsCursor = null;
@@ -110,7 +110,7 @@ async function loadEntries(fresh) {
     entriesCursor = page.next_cursor;
     $("#h-more").hidden = !entriesCursor;
   } catch (err) {
-    say($("#h-status"), err.status === 404 ? t("history.off") : err.message, "error");
+    say($("#h-status"), err.status === 404 ? tr("history.off") : err.message, "error");
   }
 }
 

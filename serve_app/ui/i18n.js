@@ -252,10 +252,17 @@ export function t(key, vars = {}) {
   return text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
 }
 
+/** A message to show with dom.say(): it follows the language switch (its values do not). */
+export function tr(key, vars = {}) {
+  return { key, vars };
+}
+
 /** Translate every marked node under `root`. */
 export function translate(root = document) {
   document.documentElement.lang = current === "zh" ? "zh-CN" : current;
-  for (const node of root.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  for (const node of root.querySelectorAll("[data-i18n]")) {
+    node.textContent = t(node.dataset.i18n, node.dataset.i18nVars ? JSON.parse(node.dataset.i18nVars) : {});
+  }
   for (const node of root.querySelectorAll("[data-i18n-placeholder]")) {
     node.placeholder = t(node.dataset.i18nPlaceholder);
   }

@@ -4,7 +4,7 @@
 // show as they come, and each corrected sentence ("2pass-offline") replaces them.
 import { getJson, wsUrl } from "./api.js";
 import { $, h, say } from "./dom.js";
-import { t } from "./i18n.js";
+import { t, tr } from "./i18n.js";
 
 let session = null;
 
@@ -36,7 +36,7 @@ async function start() {
   if (session) return;
   setRunning(true);
   const status = $("#l-status");
-  say(status, t("live.connecting"));
+  say(status, tr("live.connecting"));
   // A WebSocket cannot show a 401: make sure we hold a key the server takes first.
   await getJson("v1/models");
   if (!navigator.mediaDevices?.getUserMedia) throw new Error(t("live.no_mic", { message: "getUserMedia" }));
@@ -95,13 +95,13 @@ async function start() {
     $("#l-level").value = level(data.level);
     if (!s.stopping && ws.readyState === WebSocket.OPEN) ws.send(data.pcm);
   };
-  say(status, t("live.listening"));
+  say(status, tr("live.listening"));
 }
 
 function onMessage(s, msg) {
   const partial = $("#l-partial");
   const mode = String(msg.mode || "");
-  if (msg.error) say($("#l-status"), t("live.closed", { reason: msg.error }), "error");
+  if (msg.error) say($("#l-status"), tr("live.closed", { reason: msg.error }), "error");
   if (mode.endsWith("online")) {
     if (msg.text) partial.textContent += msg.text;
   } else if (mode === "2pass-offline" || mode === "offline") {
@@ -130,7 +130,7 @@ async function stop() {
   if (!s) return;
   s.stopping = true;
   $("#l-stop").disabled = true;
-  say($("#l-status"), t("live.stopping"));
+  say($("#l-status"), tr("live.stopping"));
   teardown();
   const ws = s.ws;
   if (ws?.readyState === WebSocket.OPEN) {
@@ -139,7 +139,7 @@ async function stop() {
     await Promise.race([s.ended, new Promise((r) => setTimeout(r, 15000))]);
     ws.close(1000);
   }
-  say($("#l-status"), t("live.stopped"));
+  say($("#l-status"), tr("live.stopped"));
   setRunning(false);
 }
 

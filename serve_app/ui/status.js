@@ -2,7 +2,7 @@
 // tables), so fields added or missing later need no change here. Refreshed every 5 s while shown.
 import { api } from "./api.js";
 import { $, h, say } from "./dom.js";
-import { t } from "./i18n.js";
+import { t, tr } from "./i18n.js";
 
 let timer = null;
 
@@ -66,7 +66,7 @@ async function refresh() {
             .catch(() => null),
         ),
       );
-      say(message, t("status.missing"));
+      say(message, tr("status.missing"));
       body.replaceChildren(render({ ready, models: models?.data?.map((m) => m.id) }));
     } else if (!res.ok) {
       const err = await res.json().catch(() => ({}));

@@ -4,7 +4,7 @@
 import { send } from "./api.js";
 import { $, clock, duration, h, saveBlob, say } from "./dom.js";
 import { EXPORTS, exportBlob, exportName } from "./formats.js";
-import { t } from "./i18n.js";
+import { t, tr } from "./i18n.js";
 
 let getOptions = () => ({});
 const queue = [];
@@ -51,7 +51,7 @@ async function drain() {
 function makeCard(file) {
   const audio = h("audio", { controls: true, preload: "metadata", src: URL.createObjectURL(file) });
   const progress = h("progress", { max: 1, value: 0, "aria-label": file.name });
-  const status = h("p", { class: "status", role: "status" }, t("transcribe.queued"));
+  const status = h("p", { class: "status", role: "status", i18n: "transcribe.queued" });
   const body = h("div", { class: "body" });
   const node = h(
     "li",
@@ -82,21 +82,21 @@ async function transcribe(file, card) {
         if (finished) {
           card.progress.removeAttribute("value"); // indeterminate: the server is working
           card.node.dataset.state = "transcribing";
-          say(card.status, t("transcribe.working"));
+          say(card.status, tr("transcribe.working"));
         } else if (total) {
           card.progress.value = loaded / total;
-          say(card.status, t("transcribe.uploading", { pct: Math.round((100 * loaded) / total) }));
+          say(card.status, tr("transcribe.uploading", { pct: Math.round((100 * loaded) / total) }));
         }
       },
     });
     card.progress.value = 1;
     card.node.dataset.state = "done";
-    say(card.status, t("transcribe.done", { duration: duration(res.body.duration) }));
+    say(card.status, tr("transcribe.done", { duration: duration(res.body.duration) }));
     render(card, file.name, res.body);
   } catch (err) {
     card.progress.value = 0;
     card.node.dataset.state = "failed";
-    say(card.status, t("transcribe.failed", { message: err.message }), "error");
+    say(card.status, tr("transcribe.failed", { message: err.message }), "error");
   }
 }
 

@@ -58,6 +58,7 @@ def screenshot(driver: Any, name: str, dark: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     scheme = [{"name": "prefers-color-scheme", "value": "dark" if dark else "light"}]
     driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": scheme})
+    driver.execute_script("document.activeElement?.blur(); window.scrollTo(0, 0)")  # no focus ring
     time.sleep(0.3)
     png = driver.get_screenshot_as_png()
     driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})

@@ -150,6 +150,8 @@ def test_language_switch(browser: Any, local_app: str) -> None:
     nav = browser.find_element(By.CSS_SELECTOR, "header nav a[href='#transcribe']")
     assert nav.text == "转写", nav.text
     assert browser.execute_script("return document.documentElement.lang") == "zh-CN"
+    for status in browser.find_elements(By.CSS_SELECTOR, "#t-results .card[data-state=done] .status"):
+        assert status.text.startswith("完成"), status.text  # messages shown earlier follow the switch
     screenshot(browser, "transcribe-zh")
     Select(browser.find_element(By.ID, "ui-lang")).select_by_value("en")
     assert nav.text == "Transcribe"

@@ -143,7 +143,7 @@ def test_every_string_is_in_english_and_chinese() -> None:
     )
     for js in UI.glob("*.js"):
         code = js.read_text()
-        used |= set(re.findall(r'\bt\("([\w.]+)"', code)) | set(re.findall(r'i18n: "([\w.]+)"', code))
+        used |= set(re.findall(r'\b(?:t|tr)\("([\w.]+)"', code)) | set(re.findall(r'i18n: "([\w.]+)"', code))
     missing = used - set(d["en"])
     assert not missing, missing
     for lang in d.values():  # placeholders agree between languages
