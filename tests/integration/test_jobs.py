@@ -329,7 +329,7 @@ def test_a_job_runner_that_dies_mid_file_loses_nothing(
     done = wait_for(url, job["id"])
     assert done["state"] == "completed", done
     [f] = files_of(url, job["id"])
-    assert f["state"] == "done" and f["attempts"] == 2, f
+    assert f["state"] == "done" and f["attempts"] >= 2, f  # 2, or more when a loaded box misses a renewal
     store = JobStore(str(data / "funasr-serve.db"))
     t = store.get_transcript(f["id"])
     starts = [s["start_s"] for s in t.segments]
