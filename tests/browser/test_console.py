@@ -121,12 +121,14 @@ def test_batch_of_five_files(browser: Any, local_app: str, say: Any, tmp_path: P
     assert job.get_attribute("data-state") == "completed", job.text
     files = job.find_element(By.CSS_SELECTOR, "dd.files")
     assert files.get_attribute("data-done") == "5" == files.get_attribute("data-total"), files.text
+    # Read in one go: the table is re-rendered as progress comes (elements go stale).
+    rows_js = "return [...document.querySelectorAll('#b-job tbody tr')].map(r => [r.dataset.state, r.cells[0].textContent])"
     rows = wait_for(
-        lambda: len(r := job.find_elements(By.CSS_SELECTOR, "tbody tr[data-state=done]")) == 5 and r,
+        lambda: len(r := browser.execute_script(rows_js)) == 5 and all(s == "done" for s, _ in r) and r,
         10,
         lambda: job.text,
     )
-    assert {r.find_element(By.CSS_SELECTOR, "td").text for r in rows} == {Path(p).name for p in paths}
+    assert sorted(name for _, name in rows) == sorted(Path(p).name for p in paths), rows
     assert float(job.find_element(By.TAG_NAME, "progress").get_attribute("value")) == 1.0
     assert seen & {"queued", "running", "completed"}, seen
     screenshot(browser, "batch")
