@@ -43,6 +43,9 @@ system-test-deps:
 	@{ command -v chromium >/dev/null && test -x /usr/bin/chromedriver; } || { \
 	  echo "==> installing chromium and chromium-driver (browser tests)"; apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@# Node runs the console's export code against the server's formats (tests/unit/test_console.py).
+	@command -v node >/dev/null || { echo "==> installing nodejs (console export test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; }
 
 test: install system-test-deps
 	$(PY) -m pytest -m "not slow and not gpu"

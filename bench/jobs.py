@@ -27,8 +27,6 @@ import hashlib
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,46 +34,16 @@ from typing import Any
 
 import httpx
 import numpy as np
-import psutil
 
 from bench.common import Run, interleave
 from bench.whisper import beckett
 from load.clips import build_clip_mix
 from tools.audio import encode_wav, read_wav
-from tools.local_serve import ROOT
+from tools.local_serve import ROOT, ServingTree
 
 
-class Tree:
-    """The serving tree in a subprocess; ``kill()`` SIGKILLs it and everything it started."""
-
-    def __init__(self, data_dir: Path) -> None:
-        env = {**os.environ, "FUNASR_SERVE_DATA_DIR": str(data_dir)}
-        t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.local_serve", "--name", "bench"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("READY "):
-                self.url = line.split()[1]
-                self.start_s = time.monotonic() - t0
-                return
-        raise RuntimeError(f"the serving tree exited: {self.proc.wait()}")
-
-    def kill(self) -> None:
-        root = psutil.Process(self.proc.pid)
-        tree = [root, *root.children(recursive=True)]
-        for p in tree:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(tree, timeout=30)
+def _env(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "FUNASR_SERVE_DATA_DIR": str(data_dir)}
 
 
 def recordings(short: int, long: int) -> list[tuple[str, bytes, float]]:
@@ -173,7 +141,7 @@ def job_run(url: str, files: list[tuple[str, bytes, float]], live: bytes | None)
 
 
 def resume(data_dir: Path, files: list[tuple[str, bytes, float]]) -> dict[str, float]:
-    tree = Tree(data_dir)
+    tree = ServingTree(_env(data_dir), "bench")
     job_id = submit(tree.url, files)
     total = len(files)
     while job_state(tree.url, job_id)["files"]["done"] < total // 3:
@@ -181,7 +149,7 @@ def resume(data_dir: Path, files: list[tuple[str, bytes, float]]) -> dict[str, f
     before = job_state(tree.url, job_id)
     tree.kill()
     t0 = time.monotonic()
-    tree = Tree(data_dir)
+    tree = ServingTree(_env(data_dir), "bench")
     ready = time.monotonic() - t0
     try:
         while True:
@@ -216,7 +184,7 @@ def main() -> None:
     audio_s = sum(d for _, _, d in files)
     live = beckett()
     with tempfile.TemporaryDirectory() as tmp:
-        tree = Tree(Path(tmp) / "data")
+        tree = ServingTree(_env(Path(tmp) / "data"), "bench")
         try:
             live_alone(tree.url, live, 5)  # warm up
             print(

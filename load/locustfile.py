@@ -135,14 +135,21 @@ def _failure(status: int, body: Any, error: object) -> str | None:
     return None
 
 
-class FileTranscriptionUser(HttpUser):
-    """One client uploading whole files back to back (closed loop), clips drawn by mix weight.
+class _ServerPacedWait:
+    """A closed loop: no wait between tasks unless the server asked for one (``Retry-After``)
+    or the connection failed (``CONNECTION_BACKOFF_S``), set in ``_backoff_s`` by the task."""
 
-    A 429 (or any failure carrying ``Retry-After``) is a failure, and the user then waits as long
-    as the server asked, as a well-behaved client would; after a connection error it waits
-    ``CONNECTION_BACKOFF_S``. Every other wait is zero, so the user count is the concurrency.
-    """
+    _backoff_s = 0.0
 
+    def wait_time(self) -> float:
+        delay, self._backoff_s = self._backoff_s, 0.0
+        return delay
+
+
+class _ClipsHttpUser(_ServerPacedWait, HttpUser):
+    """What the HTTP users share: the loopback check, the ``model`` field and the clip mix."""
+
+    abstract = True
     host = DEFAULT_HOST
 
     def on_start(self) -> None:
@@ -151,11 +158,15 @@ class FileTranscriptionUser(HttpUser):
         self._model = os.environ.get(MODEL_ENV, "whisper-1")
         self._clips = _clip_mix(_cache_dir())
         self._weights = [clip.weight for clip, _ in self._clips]
-        self._retry_after_s = 0.0
 
-    def wait_time(self) -> float:
-        delay, self._retry_after_s = self._retry_after_s, 0.0
-        return delay
+
+class FileTranscriptionUser(_ClipsHttpUser):
+    """One client uploading whole files back to back (closed loop), clips drawn by mix weight.
+
+    A 429 (or any failure carrying ``Retry-After``) is a failure, and the user then waits as long
+    as the server asked, as a well-behaved client would; after a connection error it waits
+    ``CONNECTION_BACKOFF_S``. Every other wait is zero, so the user count is the concurrency.
+    """
 
     @task
     def transcribe(self) -> None:
@@ -180,9 +191,9 @@ class FileTranscriptionUser(HttpUser):
             else:
                 resp.failure(TranscriptionFailed(problem))
         if resp.status_code == 0:
-            self._retry_after_s = CONNECTION_BACKOFF_S
+            self._backoff_s = CONNECTION_BACKOFF_S
         elif problem is not None and "Retry-After" in resp.headers:
-            self._retry_after_s = _retry_after_s(resp.headers["Retry-After"])
+            self._backoff_s = _retry_after_s(resp.headers["Retry-After"])
         self._record(clip, latency_ms, problem)
 
     def _record(self, clip: Clip, latency_ms: float, problem: str | None) -> None:
@@ -212,7 +223,7 @@ def _retry_after_s(header: str) -> float:
         return 1.0
 
 
-class RealtimeUser(User):
+class RealtimeUser(_ServerPacedWait, User):
     """One live speaker after another (closed loop) over FunASR's realtime WebSocket protocol.
 
     Each session sends the configuration, a clip of the mix up to ``REALTIME_MAX_CLIP_S`` (drawn
@@ -239,11 +250,6 @@ class RealtimeUser(User):
             raise ValueError(f"the clip mix has no clip of at most {REALTIME_MAX_CLIP_S:g} s")
         self._clips = clips
         self._weights = [clip.weight for clip, _ in clips]
-        self._backoff_s = 0.0
-
-    def wait_time(self) -> float:
-        delay, self._backoff_s = self._backoff_s, 0.0
-        return delay
 
     @task
     def stream(self) -> None:
@@ -327,7 +333,7 @@ def _read_replies(ws: ClientConnection, trace: SessionTrace) -> None:
     trace.error = trace.error or "closed before the acknowledgement"
 
 
-class BatchJobUser(HttpUser):
+class BatchJobUser(_ClipsHttpUser):
     """One client submitting batch jobs back to back (closed loop): ``JOB_FILES`` clips of the mix
     (drawn by weight) as one multipart ``POST /v1/jobs``, then ``GET /v1/jobs/{id}`` every
     ``JOB_POLL_S`` until the job ends. Fires a ``completion`` event per job and an ``audio_rate``
@@ -335,19 +341,6 @@ class BatchJobUser(HttpUser):
     server's own ``finished_at - created_at``, so the poll interval does not round it. A job with a
     failed file counts as failed (the cause names how many files failed).
     """
-
-    host = DEFAULT_HOST
-
-    def on_start(self) -> None:
-        check_host(self.host)
-        self._model = os.environ.get(MODEL_ENV, "whisper-1")
-        self._clips = _clip_mix(_cache_dir())
-        self._weights = [clip.weight for clip, _ in self._clips]
-        self._backoff_s = 0.0
-
-    def wait_time(self) -> float:
-        delay, self._backoff_s = self._backoff_s, 0.0
-        return delay
 
     @task
     def run_job(self) -> None:

@@ -4,8 +4,11 @@ through the controller (as ``serve run``/``serve deploy`` do), with overrides me
 from __future__ import annotations
 
 import copy
+import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +133,44 @@ class LocalServe:
             time.sleep(0.5)
 
 
+class ServingTree:
+    """``python -m tools.local_serve`` in a subprocess: a whole serving tree (Ray included)
+    that tests and benchmarks kill with SIGKILL. ``env`` is the subprocess's environment
+    (storage settings); ``url`` is the app's base URL once it is ready."""
+
+    def __init__(self, env: dict[str, str], name: str = "app", args: dict[str, Any] | None = None) -> None:
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.local_serve", "--name", name, "--args", json.dumps(args or {})],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("READY "):
+                self.url = line.split()[1]
+                self.start_s = time.monotonic() - t0
+                return
+        raise RuntimeError(f"the serving tree exited: {self.proc.wait()}")
+
+    def kill(self) -> int:
+        """SIGKILL the tree, every process it started included; how many processes there were."""
+        import psutil
+
+        root = psutil.Process(self.proc.pid)
+        tree = [root, *root.children(recursive=True)]
+        for p in tree:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(tree, timeout=30)
+        return len(tree)
+
+
 def main() -> None:
     """A whole serving process tree in one command, for tests that kill it:
 
@@ -138,7 +179,6 @@ def main() -> None:
     starts Ray and Serve, deploys the app, prints ``READY <url>`` and serves until killed.
     Storage comes from the environment (``FUNASR_SERVE_DATA_DIR``, ``FUNASR_SERVE_DATABASE_URL``)."""
     import argparse
-    import json
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--yaml", default="local.yaml")

@@ -409,11 +409,7 @@ class JobStore:
                 update(files)
                 .where(files.c.job_id == job_id, files.c.state.in_(_OPEN))
                 .values(
-                    state=FileState.CANCELLED.value,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    finished_at=now,
-                    updated_at=now,
+                    **_released(FileState.CANCELLED, now),
                 )
             )
             # Conditional: a job whose last file ended meanwhile stays completed/failed.
@@ -572,12 +568,8 @@ class JobStore:
                 update(files)
                 .where(files.c.id.in_(doomed))
                 .values(
-                    state=FileState.FAILED.value,
+                    **_released(FileState.FAILED, now),
                     error=f"its worker stopped renewing the lease on all {self.max_attempts} attempts",
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    finished_at=now,
-                    updated_at=now,
                 )
                 .returning(files.c.job_id)
             ).scalars()
@@ -656,12 +648,8 @@ class JobStore:
                 update(files)
                 .where(*_held(file_id, attempt))
                 .values(
-                    state=FileState.DONE.value,
+                    **_released(FileState.DONE, now),
                     duration_s=func.coalesce(files.c.duration_s, files.c.progress_s),
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    finished_at=now,
-                    updated_at=now,
                 )
                 .returning(files.c.job_id)
             ).scalar_one_or_none()
@@ -686,12 +674,8 @@ class JobStore:
                 update(files)
                 .where(files.c.id == file_id)
                 .values(
-                    state=(FileState.PENDING if back else FileState.FAILED).value,
+                    **_released(FileState.PENDING if back else FileState.FAILED, now),
                     error=reason,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    finished_at=None if back else now,
-                    updated_at=now,
                 )
             )
             _refresh_jobs(conn, [row.job_id], now)
@@ -902,3 +886,15 @@ def _upload(r: Row[Any]) -> Upload:
         created_at=r.created_at,
         released_at=r.released_at,
     )
+
+
+def _released(state: FileState, now: datetime) -> dict[str, Any]:
+    """The columns of a file whose claim ends in ``state``: no lease, and finished unless it
+    goes back to pending."""
+    return {
+        "state": state.value,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "finished_at": None if state is FileState.PENDING else now,
+        "updated_at": now,
+    }

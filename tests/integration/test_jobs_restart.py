@@ -6,10 +6,7 @@ and every file ends done exactly once. On SQLite and on a real PostgreSQL."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,13 +14,13 @@ from typing import Any
 
 import httpx
 import numpy as np
-import psutil
 import pytest
 
 from serve_app.jobs import JobStore
 from tests.pg import PgServer, PgUnavailable, start_test_server
 from tests.support import SENTENCES
 from tools.audio import encode_wav, with_pauses
+from tools.local_serve import ServingTree
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS_ARGS = {"jobs": {"window_s": 60, "lease_s": 5, "concurrency": 2, "poll_s": 0.3}}
@@ -35,39 +32,6 @@ def pg() -> PgServer:
         return start_test_server()
     except PgUnavailable as e:
         pytest.fail(f"PostgreSQL is required for these tests: {e}")
-
-
-class Tree:
-    """A serving tree in a subprocess; ``kill()`` SIGKILLs it and every process it started."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.local_serve", "--name", "restart", "--args", json.dumps(JOBS_ARGS)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 300
-        for line in self.proc.stdout:
-            if line.startswith("READY "):
-                self.url = line.split()[1]
-                return
-            assert time.monotonic() < deadline, "the serving tree did not start"
-        raise AssertionError(f"the serving tree exited: {self.proc.wait()}")
-
-    def kill(self) -> int:
-        root = psutil.Process(self.proc.pid)
-        tree = [root, *root.children(recursive=True)]
-        for p in tree:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(tree, timeout=30)
-        return len(tree)
 
 
 def wait_job(
@@ -110,7 +74,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
 def test_killing_the_whole_tree_mid_job_loses_and_repeats_nothing(
     storage: dict[str, str], recordings: list[tuple[str, bytes]]
 ) -> None:
-    tree = Tree(storage)
+    tree = ServingTree(storage, "restart", JOBS_ARGS)
     try:
         upload = [("files", (name, data)) for name, data in recordings]
         job = httpx.post(f"{tree.url}/v1/jobs", files=upload, timeout=120).json()
@@ -129,7 +93,7 @@ def test_killing_the_whole_tree_mid_job_loses_and_repeats_nothing(
         killed = tree.kill()
     assert killed > 5, f"only {killed} processes: Ray was not in the tree"
 
-    tree = Tree(storage)
+    tree = ServingTree(storage, "restart", JOBS_ARGS)
     t0 = time.monotonic()
     try:
         done = wait_job(

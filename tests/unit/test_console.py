@@ -153,9 +153,9 @@ def test_every_string_is_in_english_and_chinese() -> None:
     assert {f"state.{s}" for s in states} <= set(d["en"])
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_browser_exports_match_the_server(tmp_path: Path) -> None:
     """formats.js (exports made in the browser) renders SRT and WebVTT as serve_app.formats does."""
+    assert shutil.which("node"), "node is not installed (make system-test-deps installs nodejs)"
     t = Transcript(
         language="en",
         duration_s=3725.5,
