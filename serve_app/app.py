@@ -11,7 +11,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from serve_app.config import PipelineArgs, Settings, StorageArgs
+from serve_app.config import AccessArgs, PipelineArgs, Settings, StorageArgs
 from serve_app.contracts import ServedModel
 from serve_app.deployments.asr import AsrDeployment
 from serve_app.deployments.decode import DecodeDeployment
@@ -64,4 +64,6 @@ def build_app(args: PipelineArgs | dict[str, Any]) -> Application:
         args.jobs,
         storage,
         keys,
+        args.quotas,
+        AccessArgs.from_settings(settings),
     )

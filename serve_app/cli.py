@@ -33,6 +33,8 @@ from typing import Any
 
 import httpx
 
+from serve_app.exports import UniqueNames, safe_stem
+
 AUDIO_SUFFIXES = {
     ".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".oga", ".webm", ".mp4", ".aac", ".wma", ".amr", ".mkv", ".mov",
 }  # fmt: skip
@@ -209,6 +211,9 @@ def export(args: argparse.Namespace) -> int:
             return 0
         fmt = {"txt": "text", "json": "verbose_json"}.get(args.format, args.format)
         ext = {"verbose_json": "json", "text": "txt"}.get(fmt, fmt)
+        # File names come from the server (whoever uploaded the files chose them): each becomes
+        # a safe base name of its own under --out, never a path.
+        names = UniqueNames(reserved=[p.name for p in out.iterdir()] if args.no_overwrite else [])
         cursor, written = None, 0
         while True:
             page = check(
@@ -219,8 +224,7 @@ def export(args: argparse.Namespace) -> int:
             ).json()
             for f in page["data"]:
                 r = check(c.get(f"/v1/jobs/{args.job}/files/{f['id']}", params={"format": fmt}))
-                target = out / Path(f["name"]).with_suffix(f".{ext}")
-                target.parent.mkdir(parents=True, exist_ok=True)
+                target = out / f"{names.claim(safe_stem(str(f['name']), fallback=str(f['id'])), [ext])}.{ext}"
                 target.write_text(
                     json.dumps(r.json(), ensure_ascii=False, indent=2) if fmt == "verbose_json" else r.text
                 )
@@ -303,6 +307,11 @@ def parser() -> argparse.ArgumentParser:
         "--rows", default="files", choices=["files", "segments"], help="csv: a row per file or per segment"
     )
     e.add_argument("--out", default=".")
+    e.add_argument(
+        "--no-overwrite",
+        action="store_true",
+        help="leave files already in --out alone (new names get -2, -3, ...)",
+    )
     e.set_defaults(run=export)
 
     c = jobs.add_parser("cancel", help="stop a job (results so far are kept)")

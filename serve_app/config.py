@@ -80,6 +80,26 @@ class Settings(BaseSettings):
     """With API keys: leave FunASR's WebSocket protocol (``/`` and ``/v1/realtime/funasr``)
     open to anyone, for FunASR's own clients, which cannot send a key."""
 
+    test_hooks: bool = False
+    """FOR TESTS ONLY, never in production: the Decode stage SIGKILLs its own replica process
+    when an upload starts with ``serve_app.deployments.decode.KILL_MARKER`` (how the poison-
+    request test kills replicas without exhausting memory). Read by each Decode replica, so it
+    must reach them: the app's ``runtime_env.env_vars`` (``FUNASR_SERVE_TEST_HOOKS=1``)."""
+
+    allowed_hosts: str = ""
+    """Host names (``Host`` header, port aside) the server answers to besides its own address,
+    comma-separated, e.g. ``asr.example.com,funasr.ns.svc.cluster.local``; ``*``: any (behind
+    a proxy that checks them). A server listening only on loopback answers to the loopback
+    names; one listening beyond it to IP addresses (of the listening address) and loopback
+    names. Other names are refused (403): a page on another site cannot reach the server by
+    DNS rebinding. ``/healthz`` and ``/readyz`` answer every host (probes send the pod's IP)."""
+
+    allowed_origins: str = ""
+    """Web origins (``https://app.example.com``) whose pages may open WebSockets and send
+    state-changing requests (POST, PUT, PATCH, DELETE), comma-separated; ``*``: any. The
+    console's own origin is always allowed, and clients that send no ``Origin`` (FunASR's,
+    the SDKs, curl) are not affected."""
+
 
 class StorageArgs(BaseModel):
     """Where jobs and history live: ``Settings`` resolved to absolute paths when the app is
@@ -105,6 +125,18 @@ class StorageArgs(BaseModel):
             job_retention_days=s.job_retention_days,
             keep_job_audio=s.keep_job_audio,
         )
+
+
+class AccessArgs(BaseModel):
+    """Which host names and web origins the server answers (``Settings.allowed_hosts`` and
+    ``allowed_origins``), handed to the Ingress replicas."""
+
+    allowed_hosts: str = ""
+    allowed_origins: str = ""
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> AccessArgs:
+        return cls(allowed_hosts=s.allowed_hosts, allowed_origins=s.allowed_origins)
 
 
 class _Strict(BaseModel):
@@ -255,7 +287,27 @@ class RealtimeArgs(_Strict):
 
     max_backlog_s: float = Field(30.0, gt=0)
     """Audio received but not yet processed; a client that sends faster than this lets the
-    server keep up is refused (offline mode buffers up to ``limits.max_audio_s`` instead)."""
+    server keep up is refused (1008). Offline mode is exempt (FunASR's clients send its frames
+    ~1 ms apart by design): ``max_offline_audio_s`` and ``max_buffered_mb`` bound it instead."""
+
+    max_sockets: int = Field(128, ge=1)
+    """Live realtime sockets per Ingress replica, both protocols and every mode (offline-mode
+    FunASR sockets too: they never reach a Streaming replica, whose ``max_sessions`` cannot
+    count them); beyond this a new socket is closed at once with 1013 (try again later)."""
+
+    max_offline_audio_s: float = Field(1800.0, gt=0)
+    """Longest stream, in seconds, an offline-mode FunASR socket may send (its audio waits in
+    the Ingress, as 16-bit PCM, for the offline pipeline at the end: 30 min is 58 MB). Beyond
+    it the socket is closed with 1009 before the audio is buffered. Offline mode carries whole
+    recordings; longer ones belong in a batch job (``/v1/jobs``). ``limits.max_audio_s`` still
+    applies when it is lower; a container upload (``wav_format`` other than PCM) is capped by
+    ``limits.max_upload_mb`` instead."""
+
+    max_buffered_mb: float = Field(1024.0, gt=0)
+    """Audio buffered by all realtime sockets of one Ingress replica together, in MiB: offline
+    streams, container bytes and every session's 16-bit buffer for its finals (2pass/online:
+    up to ``2 × max_utterance_s + 5`` s, ~2 MB, each). A push that would pass it closes its
+    socket with 1013 (the server is full; try again later) before the memory is taken."""
 
 
 class JobsArgs(_Strict):
@@ -285,6 +337,13 @@ class JobsArgs(_Strict):
     max_files: int = Field(10000, ge=1)
     """Most files in one job."""
 
+    max_job_upload_gb: float = Field(20.0, gt=0)
+    """Largest multipart ``POST /v1/jobs`` body (all its files together), in GiB; larger
+    batches upload file by file (``PUT /v1/uploads``, as ``funasr-serve jobs submit`` does)."""
+
+    max_fields: int = Field(64, ge=1)
+    """Most text fields in a multipart job (the transcription options and ``metadata``)."""
+
 
 class PostprocessArgs(_Strict):
     """Punctuation restoration and inverse text normalisation."""
@@ -302,12 +361,46 @@ class PostprocessArgs(_Strict):
 
 class LimitsArgs(_Strict):
     """Request limits: uploads and audio beyond them are answered 413; text fields beyond
-    them 400."""
+    them 400. Every request body is counted while it streams in and cut off at its route's
+    limit (``serve_app.api.limits``), whatever ``Content-Length`` says or does not say."""
 
     max_upload_mb: float = Field(100.0, gt=0)
+    """``/v1/audio/transcriptions``: the file, in MiB (the multipart body may be 64 KiB more)."""
     max_audio_s: float = Field(3 * 3600.0, gt=0)
     max_prompt_chars: int = Field(1000, ge=1)
     """Longest ``prompt`` (hotwords / Whisper initial prompt) accepted, in characters."""
+    max_json_mb: float = Field(8.0, gt=0)
+    """JSON bodies (``POST /v1/jobs`` by content or path: 10 000 files fit in ~6 MiB), in MiB."""
+    max_body_kb: float = Field(64.0, gt=0)
+    """Any other route's body, in KiB (they take none, or a small JSON)."""
+    max_event_streams: int = Field(8, ge=1)
+    """Server-sent event streams (``/v1/jobs/{id}/events``) one key may hold open at once on one
+    Ingress replica (without API keys: all clients together); beyond: 429."""
+    max_event_stream_s: float = Field(3600.0, gt=0)
+    """An event stream ends after this long (an ``EventSource`` reconnects by itself)."""
+
+
+class QuotaArgs(_Strict):
+    """Per-API-key quotas. Enforced only while API keys are configured (a server without keys
+    has a single tenant) and never for admin keys; ``None`` switches one off. Over a quota the
+    answer is 429 with ``Retry-After``, the message naming the quota; ``GET /v1/status`` shows a
+    key its use against each. Jobs, queued audio and stored uploads are counted in the database
+    (exact across Ingress replicas); realtime sessions and the request rate are counted by each
+    Ingress replica on its own (a key may use them once per replica)."""
+
+    concurrent_jobs: int | None = Field(8, ge=1)
+    """Jobs queued or running at once."""
+    queued_audio_h: float | None = Field(200.0, gt=0)
+    """Audio hours waiting in the key's unfinished job files (files whose header gives no
+    length count 0 until a worker has read them)."""
+    stored_upload_gb: float | None = Field(50.0, gt=0)
+    """Upload bytes the key holds on the server (audio of unfinished jobs, uploads not yet in a
+    job), in GB (10^9 bytes)."""
+    realtime_sessions: int | None = Field(8, ge=1)
+    """Live realtime sockets of the key (both protocols), per Ingress replica."""
+    requests_per_minute: int | None = Field(600, ge=1)
+    """Requests of the key per minute, per Ingress replica (a token bucket: bursts of up to this
+    many, refilled evenly over the minute)."""
 
 
 class RetryArgs(_Strict):
@@ -335,6 +428,7 @@ class PipelineArgs(_Strict):
     retry: RetryArgs = Field(default_factory=RetryArgs)
     realtime: RealtimeArgs = Field(default_factory=RealtimeArgs)
     jobs: JobsArgs = Field(default_factory=JobsArgs)
+    quotas: QuotaArgs = Field(default_factory=QuotaArgs)
 
     @model_validator(mode="after")
     def _windows_hold_segments(self) -> PipelineArgs:

@@ -67,6 +67,22 @@ class Overloaded(ServeError):
     retry_after_s = 1.0
 
 
+class QuotaExceeded(ServeError):
+    """A per-key quota (``QuotaArgs``) would be passed: the message names the quota, its limit
+    and the key's use; retry once some of the key's work has ended."""
+
+    status_code = 429
+    type = "quota_exceeded"
+    retry_after_s = 30.0
+
+
+class Forbidden(ServeError):
+    """The request names something it may not reach, or comes from where it may not."""
+
+    status_code = 403
+    type = "forbidden"
+
+
 class SessionLost(ServeError):
     """A realtime session's state is not on the replica that got its audio (it expired, or
     its replica restarted): the client must start a new session."""

@@ -8,16 +8,18 @@ import csv
 import io
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from serve_app.api.context import ApiContext, context, visible_owner
 from serve_app.api.jobs import _time, store_of
 from serve_app.contracts import Transcript, TranscriptSegment, Word
 from serve_app.errors import InvalidRequest
+from serve_app.exports import csv_text
 from serve_app.formats import MEDIA_TYPES, parse_format, render
 from serve_app.jobs import HistoryEntry
 from serve_app.jobs.models import SegmentJson
+from serve_app.jobs.paging import MAX_LIMIT
 
 router = APIRouter(tags=["history"])
 
@@ -68,8 +70,8 @@ def as_transcript(e: HistoryEntry) -> Transcript:
 @router.get("/v1/history")
 async def search_history(
     q: str | None = None,
-    cursor: str | None = None,
-    limit: int = 20,
+    cursor: str | None = Query(None, max_length=1024),
+    limit: int = Query(20, ge=1, le=MAX_LIMIT),
     ctx: ApiContext = Depends(context),
     who: str | None = Depends(visible_owner),
 ) -> dict[str, Any]:
@@ -92,7 +94,17 @@ async def export_history(
     while True:
         page = await asyncio.to_thread(store.history.search, q, owner=who, limit=500, cursor=cursor)
         for e in page.items:
-            w.writerow([e.id, _time(e.created_at), e.source_name, e.duration_s, e.language, e.model, e.text])
+            w.writerow(
+                [
+                    e.id,
+                    _time(e.created_at),
+                    csv_text(e.source_name),
+                    e.duration_s,
+                    e.language,
+                    csv_text(e.model),
+                    csv_text(e.text),
+                ]
+            )
         if page.next_cursor is None:
             break
         cursor = page.next_cursor

@@ -21,30 +21,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from serve_app.api.context import ApiContext, context, owner, visible_owner
+from serve_app.api.context import ApiContext, caller, context, owner, visible_owner
 from serve_app.api.protocol import TranscriptionOptions, describe
+from serve_app.api.quotas import Caller
 from serve_app.api.uploads import StoredFile, receive_body, receive_multipart
 from serve_app.contracts import Transcript, TranscriptSegment, Word
-from serve_app.errors import InvalidRequest, NotFound, PayloadTooLarge, ServeError
+from serve_app.engines.decode import probe_duration
+from serve_app.errors import Forbidden, InvalidRequest, NotFound, QuotaExceeded, ServeError
+from serve_app.exports import UniqueNames, csv_text, safe_stem
 from serve_app.formats import MEDIA_TYPES, ResponseFormat, parse_format, render
 from serve_app.jobs import FileState, Job, JobOptions, JobStore, NewFile
 from serve_app.jobs.audio import remove_audio
 from serve_app.jobs.models import FileTranscript, JobFile
+from serve_app.jobs.paging import MAX_LIMIT
 
 router = APIRouter(tags=["jobs"])
 
 SHA256_HEX = 64
-
-
-class Forbidden(ServeError):
-    """The request names something it may not reach."""
-
-    status_code = 403
-    type = "forbidden"
 
 
 class FileRef(BaseModel):
@@ -129,14 +126,29 @@ def as_transcript(t: FileTranscript, default_language: str) -> Transcript:
     )
 
 
-async def _record(ctx: ApiContext, store: JobStore, stored: list[StoredFile]) -> list[NewFile]:
-    """Record uploaded copies; a copy of content already held is deleted again."""
-    out = []
-    for f in stored:
-        _, created = await asyncio.to_thread(store.add_upload, f.sha256, f.size_bytes, f.path)
-        if not created:
+async def _record(ctx: ApiContext, store: JobStore, stored: list[StoredFile], who: Caller) -> list[NewFile]:
+    """Record uploaded copies as the caller's; a copy of content already held is deleted again.
+    On a refusal (the stored-upload quota) every copy not yet recorded is deleted."""
+    out: list[NewFile] = []
+    try:
+        for f in stored:
+            duration = await asyncio.to_thread(probe_duration, ctx.data_dir / f.path)
+            _, created = await asyncio.to_thread(
+                store.add_upload,
+                f.sha256,
+                f.size_bytes,
+                f.path,
+                owner=who.owner,
+                duration_s=duration,
+                max_stored_bytes=ctx.quota.stored_bytes(who),
+            )
+            if not created:
+                (ctx.data_dir / f.path).unlink(missing_ok=True)
+            out.append(NewFile(name=f.name, sha256=f.sha256, duration_s=duration))
+    except BaseException:
+        for f in stored[len(out) :]:
             (ctx.data_dir / f.path).unlink(missing_ok=True)
-        out.append(NewFile(name=f.name, sha256=f.sha256))
+        raise
     return out
 
 
@@ -178,7 +190,7 @@ def _options(ctx: ApiContext, fields: dict[str, Any]) -> JobOptions:
 
 @router.post("/v1/jobs", status_code=202)
 async def create_job(
-    request: Request, ctx: ApiContext = Depends(context), who: str | None = Depends(owner)
+    request: Request, ctx: ApiContext = Depends(context), who: Caller = Depends(caller)
 ) -> JSONResponse:
     store = store_of(ctx)
     key = request.headers.get("idempotency-key") or None
@@ -189,7 +201,7 @@ async def create_job(
     if ctype.startswith("multipart/form-data"):
         jobs = ctx.jobs
         stored, raw = await receive_multipart(
-            request, ctx.data_dir, int(jobs.max_file_mb * 2**20), jobs.max_files
+            request, ctx.data_dir, int(jobs.max_file_mb * 2**20), jobs.max_files, jobs.max_fields
         )
         try:
             if not stored:
@@ -202,7 +214,7 @@ async def create_job(
             for f in stored:
                 (ctx.data_dir / f.path).unlink(missing_ok=True)
             raise
-        new_files = await _record(ctx, store, stored)
+        new_files = await _record(ctx, store, stored, who)
     elif ctype.startswith("application/json"):
         try:
             body = JobRequest.model_validate_json(await request.body())
@@ -215,20 +227,32 @@ async def create_job(
         if len(body.files) + len(body.paths) > ctx.jobs.max_files:
             raise InvalidRequest(f"at most {ctx.jobs.max_files} files in one job")
         options = _options(ctx, body.options)
-        metadata = body.metadata
+        if body.metadata is not None:
+            metadata = _metadata(json.dumps(body.metadata))
         if body.paths:
             new_files = []
             for rel in body.paths:
                 path = _resolve_input(ctx, rel)
+                # Hashed now and checked when read: a file swapped in the folder afterwards
+                # fails instead of being transcribed as this job's.
                 sha, size = await asyncio.to_thread(_hash_file, path)
-                await asyncio.to_thread(store.add_upload, sha, size, str(path))
-                new_files.append(NewFile(name=rel, sha256=sha))
+                duration = await asyncio.to_thread(probe_duration, path)
+                new_files.append(
+                    NewFile(name=rel, sha256=sha, duration_s=duration, source_path=str(path), size_bytes=size)
+                )
         else:
             new_files = [NewFile(name=f.name, sha256=f.sha256) for f in body.files]
     else:
         raise InvalidRequest("send multipart/form-data with 'files', or JSON with 'files' or 'paths'")
     created = await asyncio.to_thread(
-        store.create_job, new_files, options, metadata=metadata, owner=who, idempotency_key=key
+        store.create_job,
+        new_files,
+        options,
+        metadata=metadata,
+        owner=who.owner,
+        idempotency_key=key,
+        uploads_of=None if who.admin else who.owner,
+        quota=ctx.quota.jobs(who),
     )
     body_json = job_json(created.job)
     return JSONResponse(
@@ -241,20 +265,28 @@ async def create_job(
     )
 
 
+MAX_METADATA_BYTES = 16384
+
+
 def _metadata(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError:
         raise InvalidRequest("metadata must be a JSON object") from None
-    if not isinstance(value, dict) or len(text) > 16384:
-        raise InvalidRequest("metadata must be a JSON object of at most 16 kB")
+    if not isinstance(value, dict) or len(text.encode()) > MAX_METADATA_BYTES:
+        raise InvalidRequest(f"metadata must be a JSON object of at most {MAX_METADATA_BYTES // 1024} kB")
     return value
+
+
+def page_size(default: int) -> Any:
+    """A ``limit`` query parameter: 1..MAX_LIMIT, else 400."""
+    return Query(default, ge=1, le=MAX_LIMIT)
 
 
 @router.get("/v1/jobs")
 async def list_jobs(
-    cursor: str | None = None,
-    limit: int = 20,
+    cursor: str | None = Query(None, max_length=1024),
+    limit: int = page_size(20),
     state: str | None = None,
     ctx: ApiContext = Depends(context),
     who: str | None = Depends(visible_owner),
@@ -302,8 +334,8 @@ async def delete_job(
 async def list_files(
     job_id: str,
     state: str | None = None,
-    cursor: str | None = None,
-    limit: int = 100,
+    cursor: str | None = Query(None, max_length=1024),
+    limit: int = page_size(100),
     ctx: ApiContext = Depends(context),
     who: str | None = Depends(visible_owner),
 ) -> dict[str, Any]:
@@ -368,16 +400,14 @@ async def export_job(
     if format == "zip":
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            seen: dict[str, int] = {}
+            names = UniqueNames(reserved=["job.json"])
+            kinds = (("txt", "text"), ("srt", "srt"), ("vtt", "vtt"), ("json", "verbose_json"))
             for f in files:
                 if f.id not in transcripts:
                     continue
-                stem = Path(f.name).stem or f.id
-                seen[stem] = seen.get(stem, 0) + 1
-                if seen[stem] > 1:
-                    stem = f"{stem}-{seen[stem]}"
+                stem = names.claim(safe_stem(f.name, fallback=f.id), [ext for ext, _ in kinds])
                 t = transcripts[f.id]
-                for ext, fmt in (("txt", "text"), ("srt", "srt"), ("vtt", "vtt"), ("json", "verbose_json")):
+                for ext, fmt in kinds:
                     body = render(t, fmt, words=True)  # type: ignore[arg-type]
                     z.writestr(
                         f"{stem}.{ext}",
@@ -404,19 +434,19 @@ async def export_job(
             done = transcripts.get(f.id)
             w.writerow(
                 [
-                    f.name,
+                    csv_text(f.name),
                     f.state.value,
                     f.duration_s,
                     done.language if done else "",
-                    done.text if done else "",
-                    f.error or "",
+                    csv_text(done.text if done else ""),
+                    csv_text(f.error or ""),
                 ]
             )
     else:
         w.writerow(["file", "start_s", "end_s", "text"])
         for f in files:
             for s in transcripts[f.id].segments if f.id in transcripts else []:
-                w.writerow([f.name, f"{s.start_s:.3f}", f"{s.end_s:.3f}", s.text])
+                w.writerow([csv_text(f.name), f"{s.start_s:.3f}", f"{s.end_s:.3f}", csv_text(s.text)])
     return Response(
         out.getvalue(),
         media_type="text/csv; charset=utf-8",
@@ -427,59 +457,95 @@ async def export_job(
 @router.get("/v1/jobs/{job_id}/events")
 async def job_events(
     job_id: str,
-    interval_s: float = 1.0,
+    interval_s: float = Query(1.0, ge=0.2, le=30.0, allow_inf_nan=False),
     ctx: ApiContext = Depends(context),
     who: str | None = Depends(visible_owner),
+    holder: str | None = Depends(owner),
 ) -> StreamingResponse:
-    """Server-sent events: ``progress`` whenever the job changes, ``end`` when it has ended."""
+    """Server-sent events: ``progress`` whenever the job changes, ``end`` when it has ended.
+    A key holds at most ``limits.max_event_streams`` streams at once on a replica (429 beyond);
+    a stream ends after ``limits.max_event_stream_s`` with an ``expired`` event (an
+    ``EventSource`` reconnects by itself)."""
     store = store_of(ctx)
     await asyncio.to_thread(store.get_job, job_id, owner=who)  # 404 before the stream starts
-    interval_s = min(max(interval_s, 0.2), 30.0)
+    slot = ctx.event_streams.hold(holder)
+    slot.__enter__()  # 429 before the stream starts; released when the stream ends
+    lifetime = ctx.limits.max_event_stream_s
 
     async def stream() -> AsyncIterator[bytes]:
-        last = None
-        idle = 0.0
-        yield b"retry: 2000\n\n"
-        while True:
-            job = job_json(await asyncio.to_thread(store.get_job, job_id, owner=who))
-            state = (job["state"], job["files"], job["audio_seconds"])
-            if state != last:
-                last, idle = state, 0.0
-                yield f"event: progress\ndata: {json.dumps(job)}\n\n".encode()
-            elif (idle := idle + interval_s) >= 15:
-                idle = 0.0
-                yield b": keep-alive\n\n"
-            if job["state"] in ("completed", "failed", "cancelled"):
-                yield f"event: end\ndata: {json.dumps(job)}\n\n".encode()
-                return
-            await asyncio.sleep(interval_s)
+        try:
+            last = None
+            idle = 0.0
+            ends = asyncio.get_running_loop().time() + lifetime
+            yield b"retry: 2000\n\n"
+            while True:
+                job = job_json(await asyncio.to_thread(store.get_job, job_id, owner=who))
+                state = (job["state"], job["files"], job["audio_seconds"])
+                if state != last:
+                    last, idle = state, 0.0
+                    yield f"event: progress\ndata: {json.dumps(job)}\n\n".encode()
+                elif (idle := idle + interval_s) >= 15:
+                    idle = 0.0
+                    yield b": keep-alive\n\n"
+                if job["state"] in ("completed", "failed", "cancelled"):
+                    yield f"event: end\ndata: {json.dumps(job)}\n\n".encode()
+                    return
+                if asyncio.get_running_loop().time() >= ends:
+                    yield f"event: expired\ndata: {json.dumps({'after_s': lifetime})}\n\n".encode()
+                    return
+                await asyncio.sleep(interval_s)
+        finally:
+            slot.__exit__(None, None, None)
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
+def _sha256(value: str) -> str:
+    sha = value.lower()
+    if len(sha) != SHA256_HEX or any(c not in "0123456789abcdef" for c in sha):
+        raise InvalidRequest("the URL must name the file's sha256 (64 hex digits)")
+    return sha
+
+
 @router.head("/v1/uploads/{sha256}")
-async def has_upload(sha256: str, ctx: ApiContext = Depends(context)) -> Response:
-    """200 when the server holds this content (the client need not upload it), else 404."""
-    held = await asyncio.to_thread(store_of(ctx).has_upload, sha256.lower())
+async def has_upload(
+    sha256: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
+) -> Response:
+    """200 when the server holds this content as the caller's upload (the client need not
+    upload it), else 404: whether someone else holds it is not the caller's to know."""
+    held = await asyncio.to_thread(store_of(ctx).has_upload, _sha256(sha256), owner=who)
     return Response(status_code=200 if held else 404)
 
 
 @router.put("/v1/uploads/{sha256}", status_code=201)
-async def put_upload(sha256: str, request: Request, ctx: ApiContext = Depends(context)) -> JSONResponse:
-    """The raw file as the body; stored by content once its hash is checked against the URL."""
+async def put_upload(
+    sha256: str, request: Request, ctx: ApiContext = Depends(context), who: Caller = Depends(caller)
+) -> JSONResponse:
+    """The raw file as the body; stored by content once its hash is checked against the URL,
+    and the caller's from then on (content stored before is not stored twice)."""
     store = store_of(ctx)
-    sha256 = sha256.lower()
-    if len(sha256) != SHA256_HEX or any(c not in "0123456789abcdef" for c in sha256):
-        raise InvalidRequest("the URL must name the file's sha256 (64 hex digits)")
+    sha256 = _sha256(sha256)
+    quota = ctx.quota.stored_bytes(who)
     length = request.headers.get("content-length")
-    max_bytes = int(ctx.jobs.max_file_mb * 2**20)
-    if length and length.isdigit() and int(length) > max_bytes:
-        raise PayloadTooLarge(f"a file is larger than {ctx.jobs.max_file_mb:g} MB")
-    sha, path, size = await receive_body(request, ctx.data_dir, max_bytes)
+    if quota is not None and length and length.isdigit():
+        used = (await asyncio.to_thread(store.owner_usage, who.owner)).stored_bytes
+        if used + int(length) > quota:  # refused before a byte is written
+            raise QuotaExceeded(
+                f"quota stored_upload_gb exceeded: this key stores {used / 1e9:.2f} GB of uploads and "
+                f"{int(length) / 1e9:.2f} GB more would pass its {quota / 1e9:.2f} GB"
+            )
+    sha, path, size = await receive_body(request, ctx.data_dir, int(ctx.jobs.max_file_mb * 2**20))
     if sha != sha256:
         (ctx.data_dir / path).unlink(missing_ok=True)
         raise InvalidRequest(f"the body's sha256 is {sha}, not {sha256}")
-    _, created = await asyncio.to_thread(store.add_upload, sha, size, path)
+    try:
+        duration = await asyncio.to_thread(probe_duration, ctx.data_dir / path)
+        _, created = await asyncio.to_thread(
+            store.add_upload, sha, size, path, owner=who.owner, duration_s=duration, max_stored_bytes=quota
+        )
+    except BaseException:
+        (ctx.data_dir / path).unlink(missing_ok=True)
+        raise
     if not created:
         (ctx.data_dir / path).unlink(missing_ok=True)
     return JSONResponse(

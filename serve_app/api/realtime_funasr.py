@@ -11,8 +11,11 @@ Replies: ``{"mode", "wav_name", "text", "is_final", "timestamp", "stamp_sents"}`
 ``online`` / ``2pass-online`` (new text, appended by the client), ``2pass-offline`` (a corrected
 sentence at each endpoint), ``offline`` (the whole stream). Faults end the socket with a close
 code and a reason: 1007 bad JSON or configuration, 1003 audio before the configuration or a
-container outside offline mode, 1008 audio faster than real time or an idle socket, 1009 a
-stream over the limits, 1013 no room for another session, 1011 the session was lost.
+container outside offline mode, 1008 audio faster than real time (online/2pass) or an idle
+socket, 1009 a stream over the limits (offline: ``realtime.max_offline_audio_s``), 1013 no room
+for another socket or session, or for more buffered audio (``realtime.max_sockets``,
+``max_buffered_mb``, ``max_sessions``), 1011 the session was lost. While the server works on
+the answer to the end message, the client owes it nothing: the idle timeout waits.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from serve_app.api.context import ApiContext
 from serve_app.api.protocol import FunasrConfig
+from serve_app.api.realtime_sockets import after_socket, open_slot
 from serve_app.errors import InvalidRequest, Overloaded, PayloadTooLarge, ServeError
-from serve_app.realtime.audio import Pcm16Stream
+from serve_app.realtime.audio import Budget, Pcm16Stream
 from serve_app.realtime.session import (
     Event,
     Failed,
@@ -86,8 +90,10 @@ def stamps(final: Final) -> tuple[str, list[dict[str, Any]]]:
 
 
 class FunasrConnection:
-    def __init__(self, ws: WebSocket, ctx: ApiContext) -> None:
+    def __init__(self, ws: WebSocket, ctx: ApiContext, budget: Budget | None = None) -> None:
         self.ws, self.ctx = ws, ctx
+        self.budget = budget
+        """Pays for the audio its sessions buffer (the socket's slot on ``ctx.sockets``)."""
         self.config: FunasrConfig | None = None
         self.session: RealtimeSession | None = None
         self.pcm: Pcm16Stream | None = None
@@ -171,7 +177,13 @@ class FunasrConnection:
         )
         self.pcm = Pcm16Stream(cfg.audio_fs)
         self.session = RealtimeSession(
-            self.ctx.streaming, self.ctx.pipeline, self.ctx.realtime, self.ctx.limits, options, self.on_event
+            self.ctx.streaming,
+            self.ctx.pipeline,
+            self.ctx.realtime,
+            self.ctx.limits,
+            options,
+            self.on_event,
+            self.budget,
         )
         await self.session.start()
         if not cfg.is_speaking:
@@ -231,6 +243,8 @@ class FunasrConnection:
                 try:
                     message = await asyncio.wait_for(self.ws.receive(), timeout=idle)
                 except TimeoutError:
+                    if self.finishing is not None and not self.finishing.done():
+                        continue  # the client waits for our answer (a long offline stream's)
                     raise Protocol(1008, f"nothing received for {idle:.0f} s") from None
                 if message["type"] == "websocket.disconnect":
                     break
@@ -268,7 +282,12 @@ async def serve_funasr(ws: WebSocket) -> None:
     ctx: ApiContext = ws.app.state.ctx
     offered = ws.scope.get("subprotocols") or []
     await ws.accept(subprotocol="binary" if "binary" in offered else None)
-    await FunasrConnection(ws, ctx).run()
+    slot = await open_slot(ws, ctx)
+    if slot is None:
+        return
+    with slot:
+        await FunasrConnection(ws, ctx, slot).run()
+    await after_socket(slot)
 
 
 router.add_api_websocket_route("/", serve_funasr)

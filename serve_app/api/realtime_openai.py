@@ -17,8 +17,6 @@ to ``commit``), ``input_audio_buffer.committed`` / ``cleared``,
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import uuid
@@ -28,9 +26,23 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from serve_app.api.context import ApiContext
+from serve_app.api.realtime_events import (
+    AudioAppend,
+    AudioClear,
+    AudioCommit,
+    BetaSession,
+    ClientError,
+    ClientEvent,
+    Session,
+    SessionUpdate,
+    TranscriptionSessionUpdate,
+    TurnDetection,
+    parse_client_event,
+)
 from serve_app.api.realtime_funasr import close_code
+from serve_app.api.realtime_sockets import after_socket, open_slot
 from serve_app.errors import ServeError
-from serve_app.realtime.audio import SUPPORTED_RATES, Pcm16Stream
+from serve_app.realtime.audio import SUPPORTED_RATES, Budget, Pcm16Stream
 from serve_app.realtime.session import (
     Event,
     Failed,
@@ -58,15 +70,11 @@ def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
-class ClientError(Exception):
-    def __init__(self, message: str, code: str = "invalid_value", param: str | None = None) -> None:
-        super().__init__(message)
-        self.message, self.code, self.param = message, code, param
-
-
 class OpenaiConnection:
-    def __init__(self, ws: WebSocket, ctx: ApiContext, beta: bool) -> None:
+    def __init__(self, ws: WebSocket, ctx: ApiContext, beta: bool, budget: Budget | None = None) -> None:
         self.ws, self.ctx, self.beta = ws, ctx, beta
+        self.budget = budget
+        """Pays for the audio the session buffers (the socket's slot on ``ctx.sockets``)."""
         self.id = _id("sess")
         self.rate = OPENAI_RATE
         self.language: str | None = None
@@ -201,68 +209,75 @@ class OpenaiConnection:
 
     # -- client events --------------------------------------------------------------------------
 
-    def configure(self, session: dict[str, Any], beta: bool) -> None:
+    def configure(self, session: Session | BetaSession | None) -> None:
         """Apply a session update (either form); format changes only before the first audio."""
-        if beta:
-            fmt = session.get("input_audio_format")
-            if fmt is not None and fmt != "pcm16":
+        if isinstance(session, BetaSession):
+            if session.input_audio_format not in (None, "pcm16"):
                 raise ClientError(
-                    f"input_audio_format {fmt!r} is not supported; use 'pcm16' (24 kHz)",
+                    f"input_audio_format {session.input_audio_format!r} is not supported; use 'pcm16' (24 kHz)",
                     param="session.input_audio_format",
                 )
-            transcription = session.get("input_audio_transcription")
-            turn = session.get("turn_detection", ...)
+            where = "session.input_audio_transcription"
+            transcription = session.input_audio_transcription
+            turn_set, turn = "turn_detection" in session.model_fields_set, session.turn_detection
             rate = OPENAI_RATE
         else:
-            if session.get("type", "transcription") != "transcription":
+            session = session or Session()
+            if session.type != "transcription":
                 raise ClientError(
                     "this server serves transcription sessions: session.type must be 'transcription'",
                     param="session.type",
                 )
-            audio_in = (session.get("audio") or {}).get("input") or {}
-            fmt = audio_in.get("format")
+            audio_in = session.audio.input if session.audio else None
+            fmt = audio_in.format if audio_in else None
             rate = self.rate
             if fmt is not None:
-                if fmt.get("type") != "audio/pcm":
+                if fmt.type != "audio/pcm":
                     raise ClientError(
-                        f"audio format {fmt.get('type')!r} is not supported; use audio/pcm",
+                        f"audio format {fmt.type!r} is not supported; use audio/pcm",
                         param="session.audio.input.format",
                     )
-                rate = int(fmt.get("rate", OPENAI_RATE))
+                rate = OPENAI_RATE if fmt.rate is None else fmt.rate
                 if rate not in SUPPORTED_RATES:
                     raise ClientError(
                         f"rate {rate} is not supported; use {OPENAI_RATE}",
                         param="session.audio.input.format.rate",
                     )
-            transcription = audio_in.get("transcription")
-            turn = audio_in.get("turn_detection", ...)
+            where = "session.audio.input.transcription"
+            transcription = audio_in.transcription if audio_in else None
+            turn_set = audio_in is not None and "turn_detection" in audio_in.model_fields_set
+            turn = audio_in.turn_detection if audio_in else None
         if self.session is not None and (
-            rate != self.rate or (turn is not ... and (turn is None) != (self.turn_detection is None))
+            rate != self.rate or (turn_set and (turn is None) != (self.turn_detection is None))
         ):
             raise ClientError(
                 "the audio format and turn detection are fixed once audio was sent",
                 code="invalid_session_update",
             )
-        self.rate = rate
-        if isinstance(transcription, dict):
-            language = transcription.get("language")
+        if transcription is not None:
+            language = transcription.language
             if language and language not in self.ctx.served.languages:
                 raise ClientError(
                     f"language {language!r} is not one this model transcribes; allowed: {', '.join(self.ctx.served.languages)}",
-                    param="session.audio.input.transcription.language",
+                    param=f"{where}.language",
                 )
-            prompt = transcription.get("prompt") or None
+            prompt = transcription.prompt or None
             if prompt and len(prompt) > self.ctx.limits.max_prompt_chars:
                 raise ClientError(
-                    f"prompt is longer than {self.ctx.limits.max_prompt_chars} characters", param="prompt"
+                    f"prompt is longer than {self.ctx.limits.max_prompt_chars} characters",
+                    param=f"{where}.prompt",
                 )
-            self.language, self.prompt = language or None, prompt
-        if turn is not ...:
-            if turn is not None and turn.get("type") not in ("server_vad", "semantic_vad"):
-                raise ClientError(
-                    f"turn_detection type {turn.get('type')!r} is not supported", param="turn_detection.type"
-                )
-            self.turn_detection = turn
+        if turn_set and turn is not None and turn.type not in ("server_vad", "semantic_vad"):
+            raise ClientError(
+                f"turn_detection type {turn.type!r} is not supported",
+                param=f"{where.rsplit('.', 1)[0]}.turn_detection.type",
+            )
+        # Checked in full first: a refused update changes nothing.
+        self.rate = rate
+        if transcription is not None:
+            self.language, self.prompt = transcription.language or None, transcription.prompt or None
+        if turn_set:
+            self.turn_detection = _turn(turn)
 
     async def ensure_session(self) -> RealtimeSession:
         if self.session is None:
@@ -280,6 +295,7 @@ class OpenaiConnection:
                 self.ctx.limits,
                 options,
                 self.on_event,
+                self.budget,
             )
             await self.session.start()
         return self.session
@@ -313,39 +329,32 @@ class OpenaiConnection:
         self._commits.add(task)
         task.add_done_callback(self._commits.discard)
 
-    async def on_client_event(self, data: dict[str, Any]) -> None:
-        kind, event_id = data.get("type"), data.get("event_id")
-        if kind in ("session.update", "transcription_session.update"):
-            beta = kind == "transcription_session.update"
+    async def on_client_event(self, data: Any) -> None:
+        """One decoded JSON value from the client: a malformed one is answered with an
+        ``error`` event naming the field, and the session goes on."""
+        event_id = data.get("event_id") if isinstance(data, dict) else None
+        try:
+            event = parse_client_event(data)
+            await self.apply(event)
+        except ClientError as e:
+            await self.error(e.message, e.code, e.param, event_id if isinstance(event_id, str) else None)
+
+    async def apply(self, event: ClientEvent) -> None:
+        if isinstance(event, SessionUpdate | TranscriptionSessionUpdate):
+            beta = isinstance(event, TranscriptionSessionUpdate)
             self.beta = self.beta or beta
-            try:
-                self.configure(data.get("session") or {}, beta)
-            except ClientError as e:
-                await self.error(e.message, e.code, e.param, event_id)
-                return
+            self.configure(event.session or (BetaSession() if beta else Session()))
             await self.send(f"{self.prefix()}.updated", session=self.session_body())
-        elif kind == "input_audio_buffer.append":
-            try:
-                raw = base64.b64decode(data.get("audio") or "", validate=True)
-            except (binascii.Error, ValueError):
-                await self.error("audio must be base64-encoded PCM16", param="audio", event_id=event_id)
-                return
+        elif isinstance(event, AudioAppend):
             session = await self.ensure_session()
             assert self.pcm is not None
-            session.push(self.pcm.push(raw))
-        elif kind == "input_audio_buffer.commit":
-            await self.commit(event_id)
-        elif kind == "input_audio_buffer.clear":
+            session.push(self.pcm.push(event.audio))
+        elif isinstance(event, AudioCommit):
+            await self.commit(event.event_id)
+        elif isinstance(event, AudioClear):
             if self.session is not None:
                 self.session.clear()
             await self.send("input_audio_buffer.cleared")
-        else:
-            await self.error(
-                f"unknown or unsupported event type {kind!r}",
-                code="invalid_event",
-                param="type",
-                event_id=event_id,
-            )
 
     async def run(self) -> None:
         await self.send(f"{self.prefix()}.created", session=self.session_body())
@@ -371,9 +380,6 @@ class OpenaiConnection:
                 except ValueError:
                     await self.error("the event is not valid JSON", code="invalid_json")
                     continue
-                if not isinstance(data, dict):
-                    await self.error("an event is a JSON object", code="invalid_event")
-                    continue
                 await self.on_client_event(data)
         except ServeError as e:
             await self.error(e.message, code=e.type)
@@ -393,4 +399,16 @@ async def realtime(ws: WebSocket) -> None:
     beta = ws.headers.get("openai-beta", "").startswith("realtime")
     offered = ws.scope.get("subprotocols") or []
     await ws.accept(subprotocol="realtime" if "realtime" in offered else None)
-    await OpenaiConnection(ws, ctx, beta).run()
+    conn = OpenaiConnection(ws, ctx, beta)
+    slot = await open_slot(ws, ctx, on_refused=lambda e: conn.error(e.message, code=e.type))
+    if slot is None:
+        return
+    with slot:
+        conn.budget = slot
+        await conn.run()
+    await after_socket(slot)
+
+
+def _turn(turn: TurnDetection | None) -> dict[str, Any] | None:
+    """The turn detection a session reports: what the client set, as it set it."""
+    return None if turn is None else turn.model_dump(exclude_unset=True)

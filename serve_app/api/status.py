@@ -10,8 +10,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from serve_app.api.context import ApiContext, context
-from serve_app.jobs import Usage
+from serve_app.api.context import ApiContext, caller, context
+from serve_app.api.quotas import Caller
+from serve_app.jobs import OwnerUsage, Usage
 
 logger = logging.getLogger("ray.serve")
 
@@ -107,6 +108,12 @@ async def server_status(request: Request, ctx: ApiContext = Depends(context)) ->
             "job_audio_s": 1200.0, "job_windows": 3               # batch-job windows
           },                                        # null when jobs and history are off
           "auth": {"keys_required": true, "label": "alice", "admin": false},
+          "quotas": {                               # the caller's; null when none applies
+            "concurrent_jobs": {"limit": 8, "used": 1, "counted": "server"},
+            "queued_audio_h": ..., "stored_upload_gb": ...,   # likewise, "server"
+            "realtime_sessions": {"limit": 8, "used": 0, "counted": "replica"},
+            "requests_per_minute": {"limit": 600, "used": 3, "counted": "replica"}
+          },
           "errors": {}                              # e.g. {"serve": "TimeoutError: ..."}
         }
     """
@@ -117,7 +124,11 @@ async def server_status(request: Request, ctx: ApiContext = Depends(context)) ->
         try:
             return await asyncio.wait_for(coro, PROBE_TIMEOUT_S)
         except Exception as e:
-            errors[name] = f"{type(e).__name__}: {e}"[:300]
+            # The detail (SQL, database hosts, Ray internals) goes to the log, not the client.
+            logger.warning("status: %s could not be read", name, exc_info=e)
+            errors[name] = (
+                "timed out" if isinstance(e, TimeoutError) else "could not be read (see the server log)"
+            )
             return None
 
     async def asr_queue() -> dict[str, Any]:
@@ -125,10 +136,14 @@ async def server_status(request: Request, ctx: ApiContext = Depends(context)) ->
         return {k: stats.get(k) for k in ASR_QUEUE_FIELDS}
 
     store = ctx.store
-    serve_part, asr_part, usage = await asyncio.gather(
+    who = caller(request)
+    serve_part, asr_part, usage, mine = await asyncio.gather(
         part("serve", asyncio.to_thread(_serve_status)),
         part("asr", asr_queue()),
         part("usage", asyncio.to_thread(store.usage, start_of_day(now))) if store else asyncio.sleep(0),
+        part("quotas", asyncio.to_thread(store.owner_usage, who.owner))
+        if store and ctx.quota.applies(who)
+        else asyncio.sleep(0),
     )
     state = request.state
     return {
@@ -155,5 +170,32 @@ async def server_status(request: Request, ctx: ApiContext = Depends(context)) ->
             "label": getattr(state, "owner", None),
             "admin": bool(getattr(state, "admin", False)),
         },
+        "quotas": quotas_json(ctx, who, mine),
         "errors": errors,
+    }
+
+
+def quotas_json(ctx: ApiContext, who: Caller, usage: OwnerUsage | None) -> dict[str, Any] | None:
+    """The caller's use against each of its quotas (``None``: no quota applies to it)."""
+    if not ctx.quota.applies(who):
+        return None
+    q, owner = ctx.quotas, who.owner or ""
+
+    def one(limit: float | None, used: float | None, scope: str) -> dict[str, Any] | None:
+        return None if limit is None else {"limit": limit, "used": used, "counted": scope}
+
+    return {
+        "concurrent_jobs": one(q.concurrent_jobs, usage.live_jobs if usage else None, "server"),
+        "queued_audio_h": one(
+            q.queued_audio_h, round(usage.queued_audio_s / 3600, 4) if usage else None, "server"
+        ),
+        "stored_upload_gb": one(
+            q.stored_upload_gb, round(usage.stored_bytes / 1e9, 6) if usage else None, "server"
+        ),
+        "realtime_sessions": one(q.realtime_sessions, ctx.sockets.owned(owner), "replica"),
+        "requests_per_minute": one(
+            q.requests_per_minute,
+            ctx.rate.used(owner, q.requests_per_minute) if q.requests_per_minute else None,
+            "replica",
+        ),
     }

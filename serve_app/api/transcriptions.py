@@ -10,18 +10,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.datastructures import UploadFile
 
 from serve_app.api.context import ApiContext, context, owner
+from serve_app.api.limits import MULTIPART_SLACK
 from serve_app.api.protocol import TranscriptionOptions
 from serve_app.contracts import AudioSource, Transcript
-from serve_app.errors import InvalidRequest, PayloadTooLarge
+from serve_app.errors import InvalidRequest, PayloadTooLarge, ServeError
 from serve_app.formats import MEDIA_TYPES, ResponseFormat, render
 from serve_app.jobs import JobStore
 
 logger = logging.getLogger("ray.serve")
 
 router = APIRouter(tags=["transcription"])
-
-MULTIPART_SLACK = 64 * 1024
-"""Bytes a multipart body may carry beyond the file itself (boundaries and the other fields)."""
 
 
 async def read_upload(request: Request, ctx: ApiContext) -> tuple[bytes, TranscriptionOptions, str]:
@@ -35,6 +33,8 @@ async def read_upload(request: Request, ctx: ApiContext) -> tuple[bytes, Transcr
         raise InvalidRequest("expected a multipart/form-data body with a 'file' field")
     try:
         form = await request.form(max_files=1, max_fields=32)
+    except ServeError:
+        raise  # the body passed its limit (serve_app.api.limits)
     except Exception as e:  # malformed multipart
         raise InvalidRequest(f"could not parse the multipart body: {e}") from e
     try:

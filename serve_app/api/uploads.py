@@ -15,7 +15,7 @@ from fastapi import Request
 from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 
-from serve_app.errors import InvalidRequest, PayloadTooLarge
+from serve_app.errors import InvalidRequest, PayloadTooLarge, ServeError
 
 CHUNK = 1 << 20
 
@@ -41,6 +41,31 @@ class _Part:
     size: int = 0
 
 
+INCOMING = Path("uploads") / ".incoming"
+"""Under the data directory: uploads on their way in (moved under their hash when complete)."""
+STALE_INCOMING_S = 600.0
+"""A file in ``INCOMING`` untouched this long is what a crash left (a live upload writes on)."""
+
+
+def remove_stale_incoming(data_dir: Path, older_than_s: float = STALE_INCOMING_S) -> int:
+    """Delete partial uploads a crash left behind; how many. Files another replica is still
+    writing (touched within ``older_than_s``) are left alone: replicas share the directory."""
+    import time
+
+    incoming = data_dir / INCOMING
+    if not incoming.is_dir():
+        return 0
+    cutoff, removed = time.time() - older_than_s, 0
+    for p in incoming.iterdir():
+        try:
+            if p.is_file() and p.stat().st_mtime < cutoff:
+                p.unlink()
+                removed += 1
+        except FileNotFoundError:  # finished or removed by another replica meanwhile
+            pass
+    return removed
+
+
 def blob_path(data_dir: Path, sha256: str) -> Path:
     """Where a new copy of ``sha256``'s content goes (unique per copy: see ``JobStore.add_upload``)."""
     return data_dir / "uploads" / sha256[:2] / f"{sha256}.{secrets.token_hex(4)}"
@@ -52,7 +77,7 @@ class BlobWriter:
 
     def __init__(self, data_dir: Path, max_bytes: int) -> None:
         self.data_dir, self.max_bytes = data_dir, max_bytes
-        incoming = data_dir / "uploads" / ".incoming"
+        incoming = data_dir / INCOMING
         incoming.mkdir(parents=True, exist_ok=True)
         self.tmp = incoming / secrets.token_hex(8)
         self._fh = self.tmp.open("wb")
@@ -95,10 +120,16 @@ async def receive_body(request: Request, data_dir: Path, max_bytes: int) -> tupl
 
 
 async def receive_multipart(
-    request: Request, data_dir: Path, max_file_bytes: int, max_files: int, max_field_bytes: int = 1 << 20
+    request: Request,
+    data_dir: Path,
+    max_file_bytes: int,
+    max_files: int,
+    max_fields: int = 64,
+    max_field_bytes: int = 64 * 1024,
 ) -> tuple[list[StoredFile], dict[str, list[str]]]:
     """A multipart body: its files streamed to the data directory (hashed on the way) and its
-    text fields. On any error every file written so far is removed."""
+    text fields (at most ``max_fields``, each at most ``max_field_bytes``). On any error every
+    file written so far is removed."""
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or b"boundary" not in params:
         raise InvalidRequest("expected a multipart/form-data body")
@@ -131,6 +162,8 @@ async def receive_multipart(
         _, disp = parse_options_header(headers.get(b"content-disposition", b""))
         part.name = disp.get(b"name", b"").decode("utf-8", "replace")
         filename = disp.get(b"filename")
+        if filename is None and sum(map(len, fields.values())) >= max_fields:
+            raise InvalidRequest(f"at most {max_fields} text fields in a multipart job")
         if filename is not None:
             if len(writers) >= max_files:
                 raise InvalidRequest(f"at most {max_files} files in one job")
@@ -144,7 +177,7 @@ async def receive_multipart(
         else:
             part.value.extend(data[start:end])
             if len(part.value) > max_field_bytes:
-                raise InvalidRequest(f"the field {part.name!r} is too long")
+                raise InvalidRequest(f"the field {part.name[:64]!r} is longer than {max_field_bytes} bytes")
 
     def on_part_end() -> None:
         nonlocal current
@@ -179,7 +212,7 @@ async def receive_multipart(
             w.discard()
         for f in stored:
             (data_dir / f.path).unlink(missing_ok=True)
-        if isinstance(error, InvalidRequest | PayloadTooLarge):
+        if isinstance(error, ServeError):
             raise error
         raise InvalidRequest(f"could not parse the multipart body: {error}") from None
     return stored, fields

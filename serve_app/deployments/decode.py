@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 from ray import serve
 
-from serve_app.config import LimitsArgs
+from serve_app.config import LimitsArgs, Settings
 from serve_app.contracts import AudioSource, DecodedAudio
-from serve_app.deployments.common import WARMUP_AUDIO, Worker, replica_info
+from serve_app.deployments.common import WARMUP_AUDIO, Worker, logger, replica_info
 from serve_app.engines.decode import FfmpegDecoder
 from serve_app.engines.wav import encode_wav
 from serve_app.errors import ServeError
 from serve_app.metrics import decode_failures
+
+KILL_MARKER = b"FUNASR-SERVE-TEST-HOOK:KILL-REPLICA\n"
+"""With ``Settings.test_hooks`` on (tests only), an upload that starts with these bytes makes
+the replica that decodes it SIGKILL its own process mid-call: a poison request, without
+exhausting the test machine's memory to make one."""
 
 
 @serve.deployment(name="Decode", ray_actor_options={"num_cpus": 0.25})
@@ -22,9 +29,18 @@ class DecodeDeployment:
         # One ffmpeg at a time per replica (each uses `threads` cores); more decoding
         # capacity comes from more replicas (autoscaling in the deploy YAML).
         self._worker = Worker("decode")
+        self._kill_marker = KILL_MARKER if Settings().test_hooks else None
+        if self._kill_marker is not None:
+            logger.warning("Decode: test hooks are ON (FUNASR_SERVE_TEST_HOOKS); never in production")
         self._decoder.decode(encode_wav(WARMUP_AUDIO))  # warm up: the binary is found and runs
 
     async def __call__(self, source: AudioSource) -> DecodedAudio:
+        if (
+            self._kill_marker is not None
+            and source.data is not None
+            and source.data.startswith(self._kill_marker)
+        ):
+            os.kill(os.getpid(), signal.SIGKILL)
         try:
             return await self._worker.run(self._decoder.decode, source)
         except ServeError as e:

@@ -11,7 +11,9 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.api import ApiContext, create_app
 from serve_app.api.auth import open_warning
-from serve_app.config import JobsArgs, LimitsArgs, RealtimeArgs, RetryArgs, StorageArgs
+from serve_app.api.origins import HostPolicy
+from serve_app.api.uploads import remove_stale_incoming
+from serve_app.config import AccessArgs, JobsArgs, LimitsArgs, QuotaArgs, RealtimeArgs, RetryArgs, StorageArgs
 from serve_app.contracts import ServedModel
 from serve_app.jobs import JobStore
 from serve_app.keys import KeyRing
@@ -40,11 +42,16 @@ class Ingress:
         jobs: JobsArgs,
         storage: StorageArgs,
         keys: KeyRing | None = None,
+        quotas: QuotaArgs | None = None,
+        access: AccessArgs | None = None,
     ) -> None:
-        keys = keys or KeyRing()
-        if not keys.enabled and (warning := open_warning(keys, _http_host())):
+        keys, access = keys or KeyRing(), access or AccessArgs()
+        host = _http_host()
+        if not keys.enabled and (warning := open_warning(keys, host)):
             logger.warning(warning)
         storage.data_dir.mkdir(parents=True, exist_ok=True)
+        if removed := remove_stale_incoming(storage.data_dir):
+            logger.info("removed %d partial uploads left in uploads/.incoming by a crash", removed)
         self._ctx = ApiContext(
             pipeline=Pipeline(stages["decode"], stages["vad"], stages["asr"], stages["post"], retry),
             served=served,
@@ -57,6 +64,8 @@ class Ingress:
             input_dir=storage.input_dir,
             history=storage.history,
             keys=keys,
+            quotas=quotas or QuotaArgs(),
+            hosts=HostPolicy.build(host, access.allowed_hosts, access.allowed_origins),
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -65,8 +65,8 @@ def _sqlite_engine(url: URL, busy_timeout_s: float, echo: bool) -> Engine:
         # Driver autocommit: pysqlite's own implicit BEGIN is replaced by _on_begin below.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+        _wal(cur, busy_timeout_s)
         cur.execute("PRAGMA foreign_keys=ON")
         # FULL: a commit survives power loss too, not just a crash. Commits are few (one per
         # window or state change), so the fsync each costs does not matter.
@@ -79,6 +79,25 @@ def _sqlite_engine(url: URL, busy_timeout_s: float, echo: bool) -> Engine:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _wal(cur: Any, timeout_s: float) -> None:
+    """Switch the file to WAL once. The switch needs the file to itself, and SQLite answers
+    "database is locked" at once, without waiting out the busy timeout, while another process
+    migrates it (several replicas start together): so retry, and skip it once it is WAL."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextmanager

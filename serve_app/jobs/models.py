@@ -71,11 +71,38 @@ class JobOptions:
 
 @dataclass(frozen=True)
 class NewFile:
-    """A file to transcribe in a new job: an upload already registered with ``add_upload``."""
+    """A file to transcribe in a new job: an upload already registered with ``add_upload``, or
+    (``source_path``) a file of the input folder, read in place and checked against ``sha256``
+    when read."""
 
     name: str
     sha256: str
     duration_s: float | None = None
+    """From the header; ``None``: the upload's recorded duration, if any."""
+    source_path: str | None = None
+    """An input-folder file (absolute path); it never becomes a stored upload."""
+    size_bytes: int | None = None
+    """Required with ``source_path`` (stored uploads know their size)."""
+
+
+@dataclass(frozen=True)
+class JobQuota:
+    """Per-owner limits ``create_job`` enforces in its transaction (``None``: no limit)."""
+
+    max_live_jobs: int | None = None
+    """Jobs queued or running at once."""
+    max_queued_audio_s: float | None = None
+    """Audio seconds of files pending or running (files of unknown length count 0)."""
+
+
+@dataclass(frozen=True)
+class OwnerUsage:
+    """What an owner holds now, against its quotas (``JobStore.owner_usage``)."""
+
+    live_jobs: int
+    queued_audio_s: float
+    stored_bytes: int
+    """Bytes of the stored (not released) uploads the owner made."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +114,7 @@ class Upload:
     created_at: datetime
     released_at: datetime | None = None
     """When the audio was deleted (no unfinished file needed it); the row stays."""
+    duration_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +186,8 @@ class JobFile:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    source_path: str | None = None
+    """An input-folder file read in place (see ``NewFile.source_path``)."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +199,14 @@ class Claim:
     file: JobFile
     options: JobOptions
     upload_path: str
+    """Where to read the audio: relative to the data directory for a stored upload, absolute
+    for an input-folder file (``in_place``), whose content the worker checks against
+    ``file.sha256``."""
     lease_expires_at: datetime
+
+    @property
+    def in_place(self) -> bool:
+        return self.file.source_path is not None
 
     @property
     def attempt(self) -> int:

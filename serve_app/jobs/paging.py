@@ -14,14 +14,16 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Table, and_, or_
 
+from serve_app.errors import InvalidRequest
 from serve_app.jobs.errors import InvalidCursor
 
 MAX_LIMIT = 1000
 
 
 def check_limit(limit: int) -> int:
+    """A page size the client asked for: out of range is the client's mistake (400)."""
     if not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be within 1..{MAX_LIMIT}, got {limit}")
+        raise InvalidRequest(f"limit must be within 1..{MAX_LIMIT}, got {limit}")
     return limit
 
 

@@ -120,8 +120,22 @@ uploads = Table(
     Column("size_bytes", BigInteger(), nullable=False),
     Column("path", Text(), nullable=False),  # relative to the data directory
     Column("created_at", UtcDateTime(), nullable=False),
-    # Set when the audio was deleted (no unfinished file needed it): migration 0002.
+    # Set when the audio was deleted (no unfinished file needed it): migration 0002. A row
+    # with an empty path never had stored audio (content of an input-folder file): 0003.
     Column("released_at", UtcDateTime(), nullable=True),
+    Column("duration_s", Float(), nullable=True),  # from the header when stored: migration 0003
+)
+
+# Who may see and reference an upload (migration 0003): the content is stored once, each key
+# reaches only what it uploaded itself. ``owner`` is the key's label, '' without API keys.
+upload_owners = Table(
+    "upload_owners",
+    metadata,
+    Column("sha256", String(64), ForeignKey("uploads.sha256", ondelete="CASCADE"), nullable=False),
+    Column("owner", String(OWNER_LEN), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("sha256", "owner"),
+    Index("ix_upload_owners_owner", "owner", "sha256"),
 )
 
 files = Table(
@@ -145,6 +159,9 @@ files = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Column("finished_at", UtcDateTime(), nullable=True),
+    # An input-folder file read in place (absolute path), its content checked against sha256
+    # when read; NULL for stored uploads (migration 0003).
+    Column("source_path", Text(), nullable=True),
     _one_of("state", FileState),
     UniqueConstraint("job_id", "position"),
     Index("ix_files_job_state", "job_id", "state"),

@@ -32,6 +32,7 @@ from async code through a thread (``asyncio.to_thread``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -51,11 +52,13 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
+from serve_app.errors import QuotaExceeded
 from serve_app.jobs import paging
 from serve_app.jobs.db import create_db_engine, new_id, read_tx, utc_now, write_tx
 from serve_app.jobs.errors import FileNotFound, JobNotFound, UploadMissing, WindowOutOfOrder
@@ -69,7 +72,9 @@ from serve_app.jobs.models import (
     Job,
     JobFile,
     JobOptions,
+    JobQuota,
     NewFile,
+    OwnerUsage,
     Page,
     SegmentJson,
     Upload,
@@ -78,7 +83,7 @@ from serve_app.jobs.models import (
     WriteResult,
 )
 from serve_app.jobs.paging import check_limit, older_than, owned_by
-from serve_app.jobs.schema import files, idempotency_keys, jobs, uploads, windows
+from serve_app.jobs.schema import files, idempotency_keys, jobs, upload_owners, uploads, windows
 from serve_app.jobs.schema import history as history_rows
 from serve_app.jobs.states import FileState, JobState, derive_job_state
 
@@ -142,63 +147,114 @@ class JobStore:
 
     # ------------------------------------------------------------------ uploads
 
-    def add_upload(self, sha256: str, size_bytes: int, path: str) -> tuple[Upload, bool]:
-        """Record a stored blob; ``(upload, created)``. If the sha256 is already recorded, the
-        existing row is returned with ``created=False`` and the caller discards its copy.
+    def add_upload(
+        self,
+        sha256: str,
+        size_bytes: int,
+        path: str,
+        *,
+        owner: str | None = None,
+        duration_s: float | None = None,
+        max_stored_bytes: int | None = None,
+    ) -> tuple[Upload, bool]:
+        """Record a stored blob for ``owner`` (an API key's label; ``None`` on a server without
+        keys); ``(upload, created)``. If the content is already stored, the existing row is
+        returned with ``created=False`` and the caller discards its copy; either way ``owner``
+        may now see and reference it (``has_upload``, ``create_job``).
+
+        ``max_stored_bytes``: the owner's stored-upload quota, checked in this transaction
+        (``QuotaExceeded``; the caller discards its copy).
 
         ``path`` must be unique per call that creates a row (e.g. ``<sha256>.<random>``): a
         deleted upload's file is removed by its path after the row is gone, and must not be a
         newer upload of the same content."""
         now = self._now()
-        try:
-            with self._write() as conn:
-                row = conn.execute(select(uploads).where(uploads.c.sha256 == sha256)).one_or_none()
-                if row is not None and row.released_at is not None:
-                    # Its audio was released: this copy becomes the stored one.
-                    conn.execute(
-                        update(uploads)
-                        .where(uploads.c.sha256 == sha256)
-                        .values(path=path, size_bytes=size_bytes, released_at=None)
-                    )
-                    return Upload(sha256, size_bytes, path, row.created_at), True
-                if row is not None:
-                    return _upload(row), False
-                conn.execute(
-                    insert(uploads).values(sha256=sha256, size_bytes=size_bytes, path=path, created_at=now)
-                )
-                return Upload(sha256, size_bytes, path, now), True
-        except IntegrityError:
-            # Another process recorded the same content between our read and insert.
-            existing = self.get_upload(sha256)
-            if existing is None:
-                raise
-            return existing, False
+        who = owner or ""
+        for attempt in range(2):
+            try:
+                with self._write() as conn:
+                    if max_stored_bytes is not None:
+                        _lock_owner(conn, who)
+                        _check_stored(conn, who, sha256, size_bytes, max_stored_bytes)
+                    row = conn.execute(
+                        select(uploads).where(uploads.c.sha256 == sha256).with_for_update()
+                    ).one_or_none()
+                    if row is not None and row.released_at is not None:
+                        # Its audio was released (or it never had stored audio): this copy
+                        # becomes the stored one.
+                        known = duration_s if duration_s is not None else row.duration_s
+                        conn.execute(
+                            update(uploads)
+                            .where(uploads.c.sha256 == sha256)
+                            .values(path=path, size_bytes=size_bytes, released_at=None, duration_s=known)
+                        )
+                        result = Upload(sha256, size_bytes, path, row.created_at, None, known), True
+                    elif row is not None:
+                        if row.duration_s is None and duration_s is not None:
+                            conn.execute(
+                                update(uploads)
+                                .where(uploads.c.sha256 == sha256)
+                                .values(duration_s=duration_s)
+                            )
+                        result = _upload(row), False
+                    else:
+                        conn.execute(
+                            insert(uploads).values(
+                                sha256=sha256,
+                                size_bytes=size_bytes,
+                                path=path,
+                                created_at=now,
+                                duration_s=duration_s,
+                            )
+                        )
+                        result = Upload(sha256, size_bytes, path, now, None, duration_s), True
+                    _own(conn, sha256, who, now)
+                    return result
+            except IntegrityError:
+                # Another process recorded the same content (or ownership) between our read
+                # and insert: the second pass sees its row.
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     def get_upload(self, sha256: str) -> Upload | None:
         with self._read() as conn:
             row = conn.execute(select(uploads).where(uploads.c.sha256 == sha256)).one_or_none()
         return None if row is None else _upload(row)
 
-    def has_upload(self, sha256: str) -> bool:
-        """The server holds this content's audio (recorded and not released)."""
-        upload = self.get_upload(sha256)
-        return upload is not None and upload.released_at is None
+    def has_upload(self, sha256: str, *, owner: str | None = None) -> bool:
+        """The server holds this content's audio (recorded and not released) and ``owner``
+        uploaded it (``owner=None``: anyone did; for an admin key or a server without keys)."""
+        query = select(uploads.c.sha256).where(uploads.c.sha256 == sha256, uploads.c.released_at.is_(None))
+        if owner is not None:
+            query = query.where(_owned(uploads.c.sha256, owner))
+        with self._read() as conn:
+            return conn.execute(query).first() is not None
 
     def release_upload(self, sha256: str) -> str | None:
         """Mark the upload's audio released if no unfinished (pending or running) file needs
         it; its path, for the caller to delete the file, or ``None`` when it is still needed
-        or already released. The row stays: finished files keep naming their content."""
+        or already released. The row stays: finished files keep naming their content.
+
+        The row is locked before the files are looked at, and ``create_job`` locks the rows it
+        references before it checks them, so a new file never points at released audio."""
         with self._write() as conn:
+            row = conn.execute(
+                select(uploads.c.path, uploads.c.released_at)
+                .where(uploads.c.sha256 == sha256)
+                .with_for_update()
+            ).one_or_none()
+            if row is None or row.released_at is not None:
+                return None
             needed = conn.execute(
                 select(files.c.id).where(files.c.sha256 == sha256, files.c.state.in_(_OPEN)).limit(1)
             ).first()
-            row = conn.execute(
-                select(uploads.c.path, uploads.c.released_at).where(uploads.c.sha256 == sha256)
-            ).one_or_none()
-            if needed is not None or row is None or row.released_at is not None:
+            if needed is not None:
                 return None
             conn.execute(update(uploads).where(uploads.c.sha256 == sha256).values(released_at=self._now()))
-            return str(row.path)
+            # Nobody holds released audio: whoever wants it again uploads it again.
+            conn.execute(delete(upload_owners).where(upload_owners.c.sha256 == sha256))
+            return str(row.path) or None
 
     def delete_unreferenced_uploads(self, older_than_s: float) -> list[str]:
         """Forget uploads that no job's file needs and that were recorded more than
@@ -214,6 +270,19 @@ class JobStore:
             ).scalars()
             return _delete_unreferenced(conn, list(shas))
 
+    def owner_usage(self, owner: str | None) -> OwnerUsage:
+        """What ``owner`` holds now: live jobs, queued audio, stored upload bytes."""
+        who = owner or ""
+        with self._read() as conn:
+            live = conn.execute(
+                select(func.count()).where(_owner_is(jobs.c.owner, who), jobs.c.state.in_(_LIVE_JOB))
+            ).scalar_one()
+            return OwnerUsage(
+                live_jobs=int(live),
+                queued_audio_s=_queued_audio_s(conn, who),
+                stored_bytes=_stored_bytes(conn, who),
+            )
+
     # ------------------------------------------------------------------ jobs
 
     def create_job(
@@ -224,8 +293,20 @@ class JobStore:
         metadata: Mapping[str, Any] | None = None,
         owner: str | None = None,
         idempotency_key: str | None = None,
+        uploads_of: str | None = None,
+        quota: JobQuota | None = None,
     ) -> CreatedJob:
-        """A new ``queued`` job over uploads already recorded (``UploadMissing`` otherwise).
+        """A new ``queued`` job over uploads already recorded (``UploadMissing`` otherwise) and
+        input-folder files (``NewFile.source_path``).
+
+        ``uploads_of``: whose uploads the files may name (the caller's key's label; ``None``:
+        anyone's, for an admin key or a server without keys): content stored for someone else
+        is ``UploadMissing``, as if it were not there. The upload rows are locked until the job
+        is committed, so a concurrent ``release_upload`` cannot release audio a new file needs.
+
+        ``quota``: ``owner``'s limits, checked in this transaction (``QuotaExceeded``); on
+        PostgreSQL creates of one owner serialise on an advisory lock, so the limits are exact
+        across processes.
 
         With ``idempotency_key``: if the same owner created a job with this key less than
         ``idempotency_ttl_s`` ago, that job is returned (``created=False``) and the arguments
@@ -235,10 +316,14 @@ class JobStore:
             raise ValueError("a job needs at least one file")
         if owner == "":
             raise ValueError("owner is a non-empty label or None")
+        if any(f.source_path is not None and f.size_bytes is None for f in new_files):
+            raise ValueError("an input-folder file needs its size")
         for attempt in range(1, _CREATE_RETRIES + 1):
             try:
                 with self._write() as conn:
-                    return self._create_job(conn, new_files, options, metadata, owner, idempotency_key)
+                    return self._create_job(
+                        conn, new_files, options, metadata, owner, idempotency_key, uploads_of, quota
+                    )
             except IntegrityError:
                 # A concurrent create took the key (or an upload vanished): look again, in a new
                 # transaction that sees the winner's job (or reports the missing upload).
@@ -254,6 +339,8 @@ class JobStore:
         metadata: Mapping[str, Any] | None,
         owner: str | None,
         key: str | None,
+        uploads_of: str | None,
+        quota: JobQuota | None,
     ) -> CreatedJob:
         now = self._now()
         scope = owner or ""
@@ -263,17 +350,60 @@ class JobStore:
             earlier = conn.execute(select(idempotency_keys.c.job_id).where(key_match)).scalar_one_or_none()
             if earlier is not None:
                 return CreatedJob(self._job(conn, earlier, None), created=False)
+        if quota is not None:
+            _lock_owner(conn, scope)
 
-        shas = sorted({f.sha256 for f in new_files})
-        found = conn.execute(
-            select(uploads.c.sha256, uploads.c.size_bytes).where(
-                uploads.c.sha256.in_(shas), uploads.c.released_at.is_(None)
+        # Input-folder files name their content by a row with no stored audio (created
+        # released), never by a path another key's upload could come to use.
+        in_place = {f.sha256: f for f in new_files if f.source_path is not None}
+        for sha, f in sorted(in_place.items()):
+            if conn.execute(select(uploads.c.sha256).where(uploads.c.sha256 == sha)).first() is None:
+                conn.execute(
+                    insert(uploads).values(
+                        sha256=sha,
+                        size_bytes=f.size_bytes,
+                        path="",
+                        created_at=now,
+                        released_at=now,
+                        duration_s=f.duration_s,
+                    )
+                )
+        stored = sorted({f.sha256 for f in new_files if f.source_path is None})
+        # Locked in sha order (as release_upload and deletions lock them) and then checked.
+        rows = {
+            r.sha256: r
+            for r in conn.execute(
+                select(uploads.c.sha256, uploads.c.size_bytes, uploads.c.released_at, uploads.c.duration_s)
+                .where(uploads.c.sha256.in_(sorted(set(stored) | set(in_place))))
+                .order_by(uploads.c.sha256)
+                .with_for_update()
             )
-        )
-        sizes: dict[str, int] = {sha: size for sha, size in found.tuples()}
-        missing = [s for s in shas if s not in sizes]
+        }
+        visible = set(stored)
+        if uploads_of is not None and stored:
+            visible = set(
+                conn.execute(
+                    select(upload_owners.c.sha256).where(
+                        upload_owners.c.sha256.in_(stored), upload_owners.c.owner == uploads_of
+                    )
+                ).scalars()
+            )
+        missing = [s for s in stored if s not in rows or rows[s].released_at is not None or s not in visible]
         if missing:
             raise UploadMissing(f"no stored upload with sha256 {', '.join(missing)}")
+
+        def duration(f: NewFile) -> float | None:
+            return f.duration_s if f.duration_s is not None else rows[f.sha256].duration_s
+
+        def size(f: NewFile) -> int:
+            return int(
+                f.size_bytes
+                if f.source_path is not None and f.size_bytes is not None
+                else rows[f.sha256].size_bytes
+            )
+
+        if quota is not None:
+            _check_job_quota(conn, scope, quota, sum(duration(f) or 0.0 for f in new_files))
 
         job_id = new_id()
         conn.execute(
@@ -297,8 +427,9 @@ class JobStore:
                     "position": i,
                     "name": f.name,
                     "sha256": f.sha256,
-                    "size_bytes": sizes[f.sha256],
-                    "duration_s": f.duration_s,
+                    "size_bytes": size(f),
+                    "duration_s": duration(f),
+                    "source_path": f.source_path,
                     "state": FileState.PENDING.value,
                     "attempts": 0,
                     "progress_s": 0.0,
@@ -426,7 +557,7 @@ class JobStore:
         needs are forgotten too; their paths are returned for the caller to delete the files."""
         with self._write() as conn:
             self._job(conn, job_id, owner)
-            return _delete_job(conn, job_id)
+            return _delete_job(conn, job_id, self._now())
 
     def purge_jobs(self, older_than_s: float, *, owner: str | None = None) -> list[DeletedJob]:
         """Retention: delete jobs that ended more than ``older_than_s`` ago (see ``delete_job``)."""
@@ -441,7 +572,7 @@ class JobStore:
         out = []
         for job_id in ids_list:
             with self._write() as conn:
-                out.append(_delete_job(conn, job_id))
+                out.append(_delete_job(conn, job_id, self._now()))
         return out
 
     # ------------------------------------------------------------------ files
@@ -537,7 +668,7 @@ class JobStore:
                 return None
             _refresh_jobs(conn, [row.job_id], now)
             options, path = conn.execute(
-                select(jobs.c.options, uploads.c.path)
+                select(jobs.c.options, func.coalesce(row.source_path, uploads.c.path))
                 .select_from(jobs)
                 .join(uploads, uploads.c.sha256 == row.sha256)
                 .where(jobs.c.id == row.job_id)
@@ -814,11 +945,11 @@ def _upload_referenced() -> ColumnElement[bool]:
 
 
 def _delete_unreferenced(conn: Connection, shas: Sequence[str]) -> list[str]:
-    """Delete the upload rows among ``shas`` that no file references; their paths.
+    """Delete the upload rows among ``shas`` that no file references; their (non-empty) paths.
 
-    The rows are locked first: a concurrent ``create_job`` that already inserted a file
-    naming one holds a key-share lock on it (its foreign key), so we wait and then see that
-    file; one that comes later waits for us and then fails with ``UploadMissing``."""
+    The rows are locked first: a concurrent ``create_job`` that references one holds its lock
+    until it commits, so we wait and then see its file; one that comes later waits for us and
+    then fails with ``UploadMissing``."""
     if not shas:
         return []
     conn.execute(
@@ -830,10 +961,30 @@ def _delete_unreferenced(conn: Connection, shas: Sequence[str]) -> list[str]:
     paths = conn.execute(
         delete(uploads).where(uploads.c.sha256.in_(shas), ~_upload_referenced()).returning(uploads.c.path)
     ).scalars()
-    return sorted(paths)
+    return sorted(p for p in paths if p)
 
 
-def _delete_job(conn: Connection, job_id: str) -> DeletedJob:
+def _release_unneeded(conn: Connection, shas: Sequence[str], now: datetime) -> list[str]:
+    """Release the stored audio among ``shas`` (rows locked by the caller) that no unfinished
+    file needs and no key holds as its upload any more, though finished files of other jobs
+    still name it; their paths."""
+    if not shas:
+        return []
+    needed = exists().where(files.c.sha256 == uploads.c.sha256, files.c.state.in_(_OPEN))
+    held = exists().where(upload_owners.c.sha256 == uploads.c.sha256)
+    paths = conn.execute(
+        update(uploads)
+        .where(uploads.c.sha256.in_(shas), uploads.c.released_at.is_(None), ~needed, ~held)
+        .values(released_at=now)
+        .returning(uploads.c.path)
+    ).scalars()
+    return sorted(p for p in paths if p)
+
+
+def _delete_job(conn: Connection, job_id: str, now: datetime) -> DeletedJob:
+    """Delete a job. Its owner's hold on the job's uploads ends with it; their audio goes too
+    unless an unfinished file (of any job) still needs it or another key holds it as its own
+    upload: another key's finished file naming the same content does not keep it."""
     # Files first, then the job (the cascade would otherwise lock them after the job row).
     shas = sorted(
         set(
@@ -842,8 +993,105 @@ def _delete_job(conn: Connection, job_id: str) -> DeletedJob:
             ).scalars()
         )
     )
+    owner = conn.execute(select(jobs.c.owner).where(jobs.c.id == job_id)).scalar_one()
     conn.execute(delete(jobs).where(jobs.c.id == job_id))
-    return DeletedJob(job_id, _delete_unreferenced(conn, shas))
+    if shas:
+        # Upload rows locked (sha order) before their holders change, as create_job locks them.
+        conn.execute(
+            select(uploads.c.sha256)
+            .where(uploads.c.sha256.in_(shas))
+            .order_by(uploads.c.sha256)
+            .with_for_update()
+        ).all()
+        conn.execute(
+            delete(upload_owners).where(
+                upload_owners.c.sha256.in_(shas), upload_owners.c.owner == (owner or "")
+            )
+        )
+    unheld = [
+        sha
+        for sha in shas
+        if conn.execute(select(upload_owners.c.sha256).where(upload_owners.c.sha256 == sha)).first() is None
+    ]
+    gone = _delete_unreferenced(conn, unheld)
+    return DeletedJob(job_id, sorted(gone + _release_unneeded(conn, shas, now)))
+
+
+def _lock_owner(conn: Connection, owner: str) -> None:
+    """Serialise quota checks of one owner across processes (PostgreSQL: a transaction-scoped
+    advisory lock; SQLite's write transactions are serial already)."""
+    if conn.dialect.name == "postgresql":
+        digest = hashlib.sha256(f"funasr-serve owner:{owner}".encode()).digest()
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(digest[:8], "big", signed=True)}
+        )
+
+
+def _owner_is(column: Any, owner: str) -> ColumnElement[bool]:
+    """Rows of ``owner`` ('' is a server without API keys, stored as NULL on jobs)."""
+    return column.is_(None) if owner == "" else column == owner
+
+
+def _owned(sha_column: Any, owner: str) -> ColumnElement[bool]:
+    return exists().where(upload_owners.c.sha256 == sha_column, upload_owners.c.owner == owner)
+
+
+def _own(conn: Connection, sha256: str, owner: str, now: datetime) -> None:
+    held = conn.execute(
+        select(upload_owners.c.sha256).where(upload_owners.c.sha256 == sha256, upload_owners.c.owner == owner)
+    ).first()
+    if held is None:
+        conn.execute(insert(upload_owners).values(sha256=sha256, owner=owner, created_at=now))
+
+
+def _stored_bytes(conn: Connection, owner: str, excluding: str | None = None) -> int:
+    query = (
+        select(func.coalesce(func.sum(uploads.c.size_bytes), 0))
+        .select_from(uploads.join(upload_owners, upload_owners.c.sha256 == uploads.c.sha256))
+        .where(upload_owners.c.owner == owner, uploads.c.released_at.is_(None))
+    )
+    if excluding is not None:
+        query = query.where(uploads.c.sha256 != excluding)
+    return int(conn.execute(query).scalar_one())
+
+
+def _queued_audio_s(conn: Connection, owner: str) -> float:
+    total = conn.execute(
+        select(func.coalesce(func.sum(files.c.duration_s - files.c.progress_s), 0.0))
+        .select_from(files.join(jobs, jobs.c.id == files.c.job_id))
+        .where(_owner_is(jobs.c.owner, owner), files.c.state.in_(_OPEN), files.c.duration_s.is_not(None))
+    ).scalar_one()
+    return max(float(total), 0.0)
+
+
+def _check_stored(conn: Connection, owner: str, sha256: str, size_bytes: int, limit: int) -> None:
+    used = _stored_bytes(conn, owner, excluding=sha256)
+    if used + size_bytes > limit:
+        raise QuotaExceeded(
+            f"quota stored_upload_gb exceeded: this key stores {used / 1e9:.2f} GB of uploads and "
+            f"{size_bytes / 1e9:.2f} GB more would pass its {limit / 1e9:.2f} GB; delete finished jobs "
+            "(their audio goes) or wait for running ones"
+        )
+
+
+def _check_job_quota(conn: Connection, owner: str, quota: JobQuota, new_audio_s: float) -> None:
+    if quota.max_live_jobs is not None:
+        live = conn.execute(
+            select(func.count()).where(_owner_is(jobs.c.owner, owner), jobs.c.state.in_(_LIVE_JOB))
+        ).scalar_one()
+        if live >= quota.max_live_jobs:
+            raise QuotaExceeded(
+                f"quota concurrent_jobs exceeded: this key has {live} jobs queued or running, "
+                f"the most it may have at once is {quota.max_live_jobs}; retry when one has ended"
+            )
+    if quota.max_queued_audio_s is not None:
+        queued = _queued_audio_s(conn, owner)
+        if queued + new_audio_s > quota.max_queued_audio_s:
+            raise QuotaExceeded(
+                f"quota queued_audio_h exceeded: this key has {queued / 3600:.2f} h of audio queued and "
+                f"the job adds {new_audio_s / 3600:.2f} h, over its {quota.max_queued_audio_s / 3600:.2f} h; "
+                "retry when some has been transcribed"
+            )
 
 
 def _get_file(conn: Connection, file_id: str, owner: str | None) -> JobFile:
@@ -875,6 +1123,7 @@ def _file(r: Row[Any]) -> JobFile:
         created_at=r.created_at,
         updated_at=r.updated_at,
         finished_at=r.finished_at,
+        source_path=r.source_path,
     )
 
 
@@ -885,6 +1134,7 @@ def _upload(r: Row[Any]) -> Upload:
         path=r.path,
         created_at=r.created_at,
         released_at=r.released_at,
+        duration_s=r.duration_s,
     )
 
 

@@ -13,6 +13,7 @@ unexpected server error hands the file back for another attempt (``JobStore.max_
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -127,6 +128,9 @@ class JobWorker:
     async def _transcribe(self, claim: Claim) -> None:
         f, attempt = claim.file, claim.attempt
         path = self.data_dir / claim.upload_path
+        source = InPlaceFile(path, f.sha256) if claim.in_place else None
+        if source is not None:
+            await asyncio.to_thread(source.verify)
         duration = f.duration_s
         if duration is None:
             duration = await asyncio.to_thread(self.probe_duration, path)
@@ -139,8 +143,17 @@ class JobWorker:
         opts = transcribe_options(claim.options)
         start = claim.progress_s
         while True:
-            source = AudioSource(path=path, start_s=start, duration_s=self.args.window_s)
-            transcript = await self._with_backoff(source, opts)
+            if start >= self.args.max_audio_s:
+                # Decoded seconds, whatever the header said (or did not say).
+                raise PayloadTooLargeForJob(
+                    f"the recording is longer than {self.args.max_audio_s / 3600:.1f} h, the most jobs take"
+                )
+            window = min(self.args.window_s, self.args.max_audio_s + 1.0 - start)
+            transcript = await self._with_backoff(
+                AudioSource(path=path, start_s=start, duration_s=window), opts
+            )
+            if source is not None:
+                await asyncio.to_thread(source.check_unchanged)  # what was read is still that file
             end = (
                 transcript.next_start_s
                 if transcript.next_start_s is not None
@@ -157,7 +170,7 @@ class JobWorker:
             start = transcript.next_start_s
         await self._write(self.store.complete, f.id, attempt)
         self.stats.files_done += 1
-        if not self.keep_audio:
+        if not self.keep_audio and source is None:  # an input-folder file is the user's own
             released = await asyncio.to_thread(self.store.release_upload, f.sha256)
             if released:
                 remove_audio(self.data_dir, [released])
@@ -193,6 +206,49 @@ class JobWorker:
             if result is not WriteResult.OK:  # cancelled, or taken over: stop working on it
                 work.cancel()
                 return
+
+
+class FileChanged(ServeError):
+    """An input-folder file no longer holds the content it had when the job was made."""
+
+    status_code = 409
+    type = "file_changed"
+
+
+class InPlaceFile:
+    """An input-folder file read where it lies: its content must still be what was hashed
+    when the job was made. Checked in full before the first window; after each window its
+    identity (device, inode, size, modification time) is compared, and hashed again if it
+    moved, so a file swapped in the folder fails with a reason instead of transcribing other
+    content as this job's."""
+
+    def __init__(self, path: Path, sha256: str) -> None:
+        self.path, self.sha256 = path, sha256
+        self._identity: tuple[int, ...] | None = None
+
+    def _stat(self) -> tuple[int, ...]:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            raise FileChanged("the file is no longer in the input folder") from None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def verify(self) -> None:
+        before = self._stat()
+        h = hashlib.sha256()
+        with self.path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        if h.hexdigest() != self.sha256 or self._stat() != before:
+            raise FileChanged(
+                "the file in the input folder changed after the job was made (its sha256 is no longer "
+                f"{self.sha256[:12]}…); make a new job for the new content"
+            )
+        self._identity = before
+
+    def check_unchanged(self) -> None:
+        if self._stat() != self._identity:
+            self.verify()
 
 
 class PayloadTooLargeForJob(ServeError):

@@ -41,7 +41,7 @@ from serve_app.contracts import (
 )
 from serve_app.errors import InternalError, PayloadTooLarge, ServeError
 from serve_app.pipeline import Pipeline, as_serve_error
-from serve_app.realtime.audio import AudioBuffer
+from serve_app.realtime.audio import AudioBuffer, Budget, Unmetered
 
 logger = logging.getLogger("ray.serve")
 
@@ -113,14 +113,19 @@ class RealtimeSession:
         limits: LimitsArgs,
         options: SessionOptions,
         emit: Emit,
+        budget: Budget | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.args, self.limits, self.options = args, limits, options
         self.pipeline = pipeline
         self._handle = streaming.options(session_id=self.id)
         self._emit = emit
-        keep_s = limits.max_audio_s if options.mode == "offline" else 2 * args.max_utterance_s + 5
-        self.buffer = AudioBuffer(keep_s)
+        self.budget: Budget = budget or Unmetered()
+        """Pays for the audio buffered here (the socket's ``SocketSlot``): a push beyond the
+        Ingress replica's budget raises ``BufferFull`` before the memory is taken."""
+        self.max_offline_s = min(args.max_offline_audio_s, limits.max_audio_s)
+        keep_s = self.max_offline_s if options.mode == "offline" else 2 * args.max_utterance_s + 5
+        self.buffer = AudioBuffer(keep_s, self.budget)
         self.raw = bytearray()
         """Offline mode with a container (not PCM): the bytes, decoded at the end."""
         self.replica = ""
@@ -173,6 +178,9 @@ class RealtimeSession:
             if t is not None and not t.done():
                 t.cancel()
         self._tasks.clear()
+        self._pending, self._pending_samples = [], 0
+        self.buffer.close()
+        self._drop_raw()
         if self.replica:
             try:
                 await asyncio.wait_for(self._handle.close.remote(self.id), timeout=10)
@@ -184,16 +192,20 @@ class RealtimeSession:
 
     def push(self, samples: np.ndarray) -> None:
         """16 kHz float32 from the client. Raises ``TooFast`` / ``PayloadTooLarge`` when the
-        client sends more than the server can take."""
+        client sends more than the server can take, ``BufferFull`` when the Ingress replica
+        buffers its most (``serve_app.realtime.capacity``)."""
         if self.failed is not None:
             raise self.failed
-        self.buffer.append(samples)
         if self.options.mode == "offline":
-            if self.buffer.end_s > self.limits.max_audio_s:
+            # No backlog rule (the whole stream waits for the end by design): its length and
+            # the replica's budget bound it, checked before the audio is kept.
+            if self.buffer.end_s + samples.size / SAMPLE_RATE > self.max_offline_s:
                 raise PayloadTooLarge(
-                    f"the stream is longer than the limit of {self.limits.max_audio_s:.0f} s"
+                    f"an offline stream may last {self.max_offline_s:g} s; send longer recordings as a batch job"
                 )
+            self.buffer.append(samples)
             return
+        self.buffer.append(samples)
         self._pending.append(samples)
         self._pending_samples += samples.size
         if self._pending_samples > self.args.max_backlog_s * SAMPLE_RATE:
@@ -204,10 +216,19 @@ class RealtimeSession:
         self._wake.set()
 
     def push_raw(self, data: bytes) -> None:
-        """Offline mode, a container format: bytes decoded at the end."""
-        self.raw.extend(data)
-        if len(self.raw) > self.limits.max_upload_mb * 1024 * 1024:
+        """Offline mode, a container format: bytes decoded at the end. Refused before they
+        are kept beyond ``limits.max_upload_mb`` or the replica's budget."""
+        if self.failed is not None:
+            raise self.failed
+        if len(self.raw) + len(data) > self.limits.max_upload_mb * 1024 * 1024:
             raise PayloadTooLarge(f"the upload is larger than {self.limits.max_upload_mb:g} MB")
+        self.budget.reserve(len(data))
+        self.raw.extend(data)
+
+    def _drop_raw(self) -> None:
+        if self.raw:
+            self.budget.release(len(self.raw))
+            self.raw = bytearray()
 
     async def _run(self) -> None:
         try:
@@ -358,18 +379,27 @@ class RealtimeSession:
             ),
             post=PostOptions(punctuation=self.options.punctuation, itn=self.options.itn),
         )
+        # The stream leaves its buffer as the one contiguous copy the pipeline takes; that copy
+        # is paid for from the budget until the transcript is back (float32: twice the int16).
+        held = 0
         try:
             if self.raw:
-                transcript = await self.pipeline.transcribe_source(AudioSource(data=bytes(self.raw)), opts)
+                source, held = AudioSource(data=bytes(self.raw)), len(self.raw)
+                self.raw = bytearray()  # its reservation now pays for the copy
+                transcript = await self.pipeline.transcribe_source(source, opts)
             else:
-                transcript = await self.pipeline.transcribe_samples(
-                    self.buffer.slice(0, self.buffer.end_s), opts
-                )
+                self.budget.reserve(4 * self.buffer.size)
+                held = 4 * self.buffer.size
+                samples = self.buffer.slice(0, self.buffer.end_s)
+                self.buffer.close()
+                transcript = await self.pipeline.transcribe_samples(samples, opts)
         except ServeError as e:
             await self._fail(e)
             return
-        self.raw.clear()
-        self.buffer.drop_before(self.buffer.end_s)
+        finally:
+            self.budget.release(held)
+            self._drop_raw()
+            self.buffer.close()
         await self._emit(Final(transcript, 0.0, transcript.duration_s, self._utterance, last=True))
 
     # -- partials without a streaming model ---------------------------------------------------

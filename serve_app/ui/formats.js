@@ -39,9 +39,14 @@ function csvCell(value) {
   return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
+// A text cell that a spreadsheet would run as a formula gets a leading ' (serve_app/exports.py).
+const csvText = (text) => (/^[=+\-@\t\r]/.test(text) ? `'${text}` : text);
+
 export function toCsv(verbose) {
   const rows = [["start_s", "end_s", "text"]];
-  for (const s of spoken(verbose)) rows.push([Number(s.start).toFixed(3), Number(s.end).toFixed(3), s.text.trim()]);
+  for (const s of spoken(verbose)) {
+    rows.push([Number(s.start).toFixed(3), Number(s.end).toFixed(3), csvText(s.text.trim())]);
+  }
   return `${rows.map((r) => r.map(csvCell).join(",")).join("\r\n")}\r\n`;
 }
 

@@ -58,11 +58,14 @@ def test_asr_scales_on_queued_audio_and_back(
     peak: dict[str, int] = {}
 
     async def burst(seconds: float) -> None:
-        # 16 clients in a closed loop for `seconds`: ~16 × 14 s of audio always in flight.
+        # 16 clients in a closed loop (~16 × 14 s of audio always in flight) until the second
+        # replica runs, or for `seconds` at most: a replica's start (Ray worker, model load)
+        # takes from a few seconds to over a minute on a loaded 2-core machine.
         deadline = time.monotonic() + seconds
+        scaled = asyncio.Event()
 
         async def client(c: httpx.AsyncClient) -> None:
-            while time.monotonic() < deadline:
+            while not scaled.is_set() and time.monotonic() < deadline:
                 r = await c.post(f"{url}/v1/audio/transcriptions", files={"file": ("s.wav", audio)})
                 codes.append(r.status_code)
 
@@ -73,6 +76,7 @@ def test_asr_scales_on_queued_audio_and_back(
                 if states.get("RUNNING", 0) >= peak.get("RUNNING", 0):
                     peak = states
                 if states.get("RUNNING") == 2:
+                    scaled.set()
                     return
                 await asyncio.sleep(0.5)
 
@@ -80,7 +84,7 @@ def test_asr_scales_on_queued_audio_and_back(
             await asyncio.gather(watch(), *(client(c) for _ in range(16)))
 
     try:
-        asyncio.run(burst(60))
+        asyncio.run(burst(240))
         assert peak.get("RUNNING") == 2, f"never reached 2 running ASR replicas: peak {peak}"
         assert codes and set(codes) == {200}, f"requests failed during scale-up: {sorted(set(codes))}"
         # After the burst: back to one replica.

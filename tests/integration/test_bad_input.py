@@ -106,3 +106,28 @@ def test_overload_is_429_with_retry_after(funasr_app: str, speech_wav: bytes) ->
     assert all(r.headers.get("retry-after") for r in responses if r.status_code == 429)
     # Afterwards the server answers normally.
     assert post(funasr_app, {"file": ("s.wav", speech_wav)}).status_code == 200
+
+
+def test_other_sites_are_refused_through_the_proxy(local_app: str) -> None:
+    """Serve's proxy hands the browser's Host and Origin to the app: a DNS-rebound name and a
+    foreign page's socket are refused there, the probes answer any host."""
+    import asyncio
+
+    import websockets
+
+    r = httpx.get(f"{local_app}/v1/history", headers={"host": "rebound.attacker.example"}, timeout=30)
+    assert_error(r, 403, "forbidden")
+    assert httpx.get(f"{local_app}/healthz", headers={"host": "10.9.8.7"}, timeout=30).status_code == 200
+    r = httpx.post(f"{local_app}/v1/jobs", json={}, headers={"origin": "https://evil.example"}, timeout=30)
+    assert_error(r, 403, "forbidden")
+
+    async def foreign_socket() -> None:
+        url = local_app.replace("http://", "ws://") + "/v1/realtime"
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url, origin="https://evil.example", open_timeout=30):  # type: ignore[arg-type]
+                pass
+        assert refused.value.response.status_code == 403
+        async with websockets.connect(url, origin=local_app.rsplit("/", 1)[0], open_timeout=30) as ws:  # type: ignore[arg-type]
+            assert "session.created" in str(await ws.recv())
+
+    asyncio.run(foreign_socket())

@@ -196,7 +196,8 @@ def test_cli_uploads_only_what_the_server_lacks_and_exports(
 
     out = tmp_path / "out"
     assert cli(["--url", url, "jobs", "export", job_id, "--format", "srt", "--out", str(out)]) == 0
-    assert {"fail", "better"} <= words((out / "day1" / "beckett.srt").read_text())
+    # Names from the server become safe base names under --out ("day1/beckett.wav" → "day1_beckett").
+    assert {"fail", "better"} <= words((out / "day1_beckett.srt").read_text())
     assert cli(["--url", url, "jobs", "export", job_id, "--format", "csv", "--out", str(out)]) == 0
     assert (out / f"job-{job_id}-files.csv").read_text().count("\n") == 3
     assert cli(["--url", url, "jobs", "status", "nope"]) == 2

@@ -45,7 +45,10 @@ def beckett_pcm(beckett_wav: Path) -> bytes:
 @pytest.fixture(scope="module")
 def realtime_app(serve_cluster: ServeCluster, tiny_models: dict[str, Path]) -> Iterator[str]:
     """The FunASR path with a streaming Paraformer (random weights, real architecture) and two
-    Streaming replicas, short timeouts for the fault tests."""
+    Streaming replicas, short timeouts for the fault tests, and small caps on what sockets may
+    hold (its one Ingress replica: 3 live sockets, offline streams of at most 20 s, 1 MiB of
+    buffered audio, which is three 10 s blocks of 16-bit PCM; the other tests here stay within
+    them: one or two short streams at a time)."""
     args = funasr_args(tiny_models)
     args["realtime"] = {
         "streaming_model": str(tiny_models["paraformer-streaming-tiny"]),
@@ -53,6 +56,9 @@ def realtime_app(serve_cluster: ServeCluster, tiny_models: dict[str, Path]) -> I
         "idle_timeout_s": 4,
         "max_backlog_s": 8,
         "max_sessions": 12,
+        "max_sockets": 3,
+        "max_offline_audio_s": 20,
+        "max_buffered_mb": 1,
     }
     app = app_config(
         "local-funasr.yaml",
@@ -73,9 +79,11 @@ def realtime_app(serve_cluster: ServeCluster, tiny_models: dict[str, Path]) -> I
 @pytest.mark.parametrize("end", ["is_end", "classic"])
 def test_funasr_2pass_on_the_default_deployment(local_app: str, beckett_pcm: bytes, end: str) -> None:
     replies = asyncio.run(
-        # At real time (60 ms frames every 60 ms), as the client sends: Whisper's partials
-        # re-decode the open utterance at most once a second.
-        funasr_stream(ws_url(local_app), beckett_pcm, "2pass", end=end, pace_s=0.06, wav_name="beckett")
+        # At half real time (60 ms frames every 120 ms): Whisper's partials re-decode the open
+        # utterance at most once a second, and a partial that comes back after its utterance
+        # ended is dropped (the final says it); Beckett's utterances last a second or two, which
+        # at real time left no partial in time on a loaded CI machine.
+        funasr_stream(ws_url(local_app), beckett_pcm, "2pass", end=end, pace_s=0.12, wav_name="beckett")
     )
     modes = [r.get("mode") for r in replies]
     assert "2pass-online" in modes, replies  # partials re-decoded while speaking
@@ -327,6 +335,164 @@ def test_a_client_that_vanishes_mid_utterance_leaves_nothing_behind(realtime_app
     while time.monotonic() < deadline and streaming_sessions("rt") > 0:
         time.sleep(0.5)
     assert streaming_sessions("rt") == 0
+
+
+# --- what a socket may hold (realtime_app's max_sockets / max_offline_audio_s / max_buffered_mb) -
+
+
+OFFLINE_CONFIG = json.dumps({"mode": "offline", "wav_name": "cap", "audio_fs": 16000, "is_speaking": True})
+SILENCE_1S = b"\x00\x00" * 16000
+
+
+async def _offline(url: str, seconds: int) -> Any:
+    """An offline-mode FunASR socket that has sent ``seconds`` of audio as fast as it can (as
+    FunASR's client sends offline frames), in one-second frames."""
+    ws = await websockets.connect(url, subprotocols=["binary"], ping_interval=None)  # type: ignore[list-item]
+    await ws.send(OFFLINE_CONFIG)
+    for _ in range(seconds):
+        await ws.send(SILENCE_1S)
+    return ws
+
+
+async def _closed_within(ws: Any, wait_s: float) -> tuple[int | None, str]:
+    """How the server closed ``ws`` within ``wait_s`` (``(None, "open")``: it did not)."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), wait_s)
+    except websockets.ConnectionClosed as e:
+        return (e.rcvd.code if e.rcvd else None), (e.rcvd.reason if e.rcvd else "")
+    except TimeoutError:
+        return None, "open"
+
+
+def _settle() -> None:
+    # A socket's slot and bytes come back when its replica hears of the end, a few ms after the
+    # client's close handshake: the next test starts from an empty replica.
+    time.sleep(0.5)
+
+
+def test_sockets_beyond_the_cap_are_closed_1013_offline_ones_counted(realtime_app: str) -> None:
+    url = ws_url(realtime_app)
+
+    async def run() -> tuple[list[tuple[int | None, str]], tuple[int | None, str], tuple[int | None, str]]:
+        held = [await _offline(url, 1) for _ in range(3)]  # offline: they never reach a Streaming replica
+        refused = []
+        for path, offer in (("/", ["binary"]), ("/v1/realtime", None)):  # both protocols count
+            extra = await websockets.connect(ws_url(realtime_app, path), subprotocols=offer)  # type: ignore[arg-type]
+            refused.append(await _closed_within(extra, 10))
+        alive = [await _closed_within(ws, 0.2) for ws in held]
+        await held.pop().close()
+        deadline = time.monotonic() + 10
+        while True:  # the freed slot is taken again
+            again = await _offline(url, 1)
+            taken = await _closed_within(again, 1.0)
+            if taken[0] != 1013 or time.monotonic() > deadline:
+                break
+        for ws in [*held, again]:
+            await ws.close()
+        return refused, alive[0], taken
+
+    refused, alive, taken = asyncio.run(run())
+    for code, reason in refused:
+        assert code == 1013 and "3 live realtime sockets" in reason, refused
+    assert alive == (None, "open"), alive
+    assert taken == (None, "open"), f"a freed slot should be taken again; got {taken}"
+    _settle()
+
+
+def test_an_offline_socket_past_its_cap_is_closed_1009(realtime_app: str) -> None:
+    async def run() -> tuple[int | None, str]:
+        ws = await _offline(ws_url(realtime_app, "/v1/realtime/funasr"), 21)
+        return await _closed_within(ws, 10)
+
+    code, reason = asyncio.run(run())
+    assert code == 1009 and "may last 20 s" in reason, (code, reason)
+    _settle()
+
+
+def test_the_replicas_buffered_budget_closes_the_socket_that_would_pass_it_1013(realtime_app: str) -> None:
+    url = ws_url(realtime_app)
+
+    async def run() -> tuple[tuple[int | None, str], tuple[int | None, str]]:
+        first = await _offline(url, 15)  # two 10 s blocks of the three that fit
+        await asyncio.sleep(0.2)
+        second = await _offline(url, 15)  # its second block would pass the budget
+        refused = await _closed_within(second, 10)
+        alive = await _closed_within(first, 0.2)
+        await first.close()
+        return refused, alive
+
+    refused, alive = asyncio.run(run())
+    assert refused[0] == 1013 and "MB of realtime audio" in refused[1], refused
+    assert alive == (None, "open"), f"the socket within the budget goes on; got {alive}"
+    _settle()
+
+
+def test_malformed_openai_events_are_errors_and_the_session_goes_on(
+    local_app: str, beckett_wav: Path
+) -> None:
+    samples, _ = read_wav(beckett_wav.read_bytes())
+    audio24 = pcm16(resample(samples, 16000, 24000))
+    malformed: list[tuple[Any, str | None]] = [
+        ({"type": "session.update", "session": "transcription"}, "session"),
+        (
+            {"type": "session.update", "session": {"audio": {"input": {"format": 24000}}}},
+            "session.audio.input.format",
+        ),
+        (
+            {
+                "type": "session.update",
+                "session": {"audio": {"input": {"format": {"type": "audio/pcm", "rate": "fast"}}}},
+            },
+            "session.audio.input.format.rate",
+        ),
+        ({"type": "input_audio_buffer.append", "audio": 1234}, "audio"),
+        ({"type": "input_audio_buffer.append", "audio": "%%%notbase64"}, "audio"),
+        (["input_audio_buffer.append"], None),  # not an object: no field to name
+    ]
+
+    async def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        errors: list[dict[str, Any]] = []
+        got: list[dict[str, Any]] = []
+        async with websockets.connect(ws_url(local_app, "/v1/realtime?intent=transcription")) as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            for event, _ in malformed:
+                await ws.send(json.dumps(event))
+                errors.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "session.update",
+                        "session": {
+                            "type": "transcription",
+                            "audio": {
+                                "input": {
+                                    "format": {"type": "audio/pcm", "rate": 24000},
+                                    "transcription": {"model": "whisper-1", "language": "en"},
+                                    "turn_detection": None,
+                                }
+                            },
+                        },
+                    }
+                )
+            )
+            for i in range(0, len(audio24), 4800):
+                chunk = base64.b64encode(audio24[i : i + 4800]).decode()
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            while not any(e["type"].endswith(".completed") for e in got):
+                got.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
+        return errors, got
+
+    errors, got = asyncio.run(run())
+    for (event, param), error in zip(malformed, errors, strict=True):
+        assert error["type"] == "error" and error["error"]["param"] == param, (event, error)
+        assert "Traceback" not in json.dumps(error)
+    assert errors[-1]["error"]["code"] == "invalid_event" and "JSON object" in errors[-1]["error"]["message"]
+    types = [e["type"] for e in got]
+    assert types[0] == "session.updated" and "input_audio_buffer.committed" in types, types
+    completed = next(e for e in got if e["type"].endswith(".completed"))
+    assert len(words(completed["transcript"]) & BECKETT_WORDS) >= 6, completed
 
 
 # --- sessions pinned to a replica, chunks batched across sessions -------------------------------

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from serve_app.api import ApiContext, create_app
 from serve_app.api.auth import SUBPROTOCOL_PREFIX, open_warning, presented_key, route_path
+from serve_app.api.origins import HostPolicy
 from serve_app.cli import main as cli
 from serve_app.config import JobsArgs, LimitsArgs, RealtimeArgs, RetryArgs, Settings
 from serve_app.contracts import ServedModel
@@ -186,6 +187,7 @@ def make_client(store: JobStore, tmp_path: Path) -> AppFactory:
             input_dir=None,
             history=True,
             keys=keys,
+            hosts=HostPolicy.build("127.0.0.1", "testserver"),  # the name TestClient sends
         )
         return TestClient(create_app(ctx), root_path=root_path)
 
@@ -239,7 +241,7 @@ def test_history_and_jobs_are_their_owners_and_an_admins(make_client: AppFactory
     assert c.get(f"/v1/history/{bobs}", headers=bearer(ROOT)).json()["owner"] == "bob"
 
     sha = "ab" * 32
-    store.add_upload(sha, 1000, "uploads/x.wav")
+    store.add_upload(sha, 1000, "uploads/x.wav", owner="alice")  # alice's upload; an admin may name it
     made = {}
     for key in (ALICE, ROOT):  # the admin's own job is recorded as the admin's
         r = c.post("/v1/jobs", json={"files": [{"sha256": sha, "name": "x.wav"}]}, headers=bearer(key))

@@ -85,7 +85,15 @@ def test_the_funasr_socket_keeps_slash() -> None:
     from serve_app.api import realtime_funasr
 
     app = FastAPI()
-    app.state.ctx = SimpleNamespace(realtime=SimpleNamespace(idle_timeout_s=5))
+    from serve_app.api.quotas import Quotas
+    from serve_app.config import QuotaArgs
+    from serve_app.realtime.capacity import SocketRegistry
+
+    app.state.ctx = SimpleNamespace(
+        realtime=SimpleNamespace(idle_timeout_s=5),
+        sockets=SocketRegistry(None, None),
+        quota=Quotas(QuotaArgs(), enabled=False),
+    )
     for module in (console, realtime_funasr):
         app.include_router(module.router)
     c = TestClient(app)
@@ -163,6 +171,7 @@ def test_browser_exports_match_the_server(tmp_path: Path) -> None:
             TranscriptSegment(0.0, 1.234, " Ever tried."),
             TranscriptSegment(1.5, 2.0, "   "),
             TranscriptSegment(3600.25, 3725.5, 'Fail "better", again'),
+            TranscriptSegment(3726.0, 3727.0, "=HYPERLINK(1)"),
         ],
     )
     verbose = {
@@ -180,4 +189,5 @@ def test_browser_exports_match_the_server(tmp_path: Path) -> None:
     assert out["srt"] == to_srt(t), out["srt"]
     assert out["vtt"] == to_vtt(t), out["vtt"]
     assert out["csv"].splitlines()[2] == '3600.250,3725.500,"Fail ""better"", again"', out["csv"]
+    assert out["csv"].splitlines()[3] == "3726.000,3727.000,'=HYPERLINK(1)", out["csv"]  # not a formula
     assert out["name"] == "talk.v1.srt"

@@ -9,12 +9,15 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
 
 from serve_app.contracts import SAMPLE_RATE, AudioSource
+from serve_app.engines import decode as decode_engine
 from serve_app.engines.decode import (
+    BLOCK_BYTES,
     DECODE_FAILURES,
     FfmpegDecoder,
     classify_failure,
@@ -23,6 +26,8 @@ from serve_app.engines.decode import (
 )
 from serve_app.errors import InternalError, InvalidRequest, PayloadTooLarge, UnsupportedAudio
 from tools.audio import encode_wav, synthesize, transcode
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +237,132 @@ def test_a_long_wav_is_refused_from_its_header(monkeypatch: pytest.MonkeyPatch) 
     long = encode_wav(np.zeros(SAMPLE_RATE * 30, dtype=np.float32))
     with pytest.raises(PayloadTooLarge, match="10 s"):
         FfmpegDecoder(max_audio_s=10).decode(long)
+
+
+# --- bounded memory: a few MB in must never mean GBs out ---------------------------------------
+# A 96 kHz 8-channel FLAC of silence is ~0.1 MB for 10 minutes (~2 MB for 3 hours); its frames
+# as float32 are 1.8 GB (33 GB). The decode may hold its output (16 kHz mono float32, bounded by
+# the window or the limit) plus a few blocks, whatever the input's rate and channels.
+
+OUT_10_MIN = 600 * SAMPLE_RATE * 4
+"""Bytes of 10 minutes of 16 kHz mono float32: 38.4 MB."""
+
+SLACK = 3 * BLOCK_BYTES
+"""A block of frames, its mono mix and the resampler's part, with room for the allocator."""
+
+
+@pytest.fixture(scope="module")
+def long_flac(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 minutes of 96 kHz 8-channel silence as FLAC, written by ffmpeg (~3 s)."""
+    path = tmp_path_factory.mktemp("long") / "10min-96k-8ch.flac"
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            *("-y", "-loglevel", "error", "-f", "lavfi"),
+            *("-i", "anullsrc=r=96000:cl=7.1:nb_samples=16384", "-t", "600"),
+            *("-c:a", "flac", "-compression_level", "0", str(path)),
+        ],
+        check=True,
+    )
+    return path
+
+
+def _rss_peak_kb() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def peak_memory(fn: Callable[[], T]) -> tuple[T, int, int]:
+    """``fn()``, the peak of Python-traced allocations during it (numpy's buffers are traced)
+    and the growth of the process's peak RSS over its RSS before (libsndfile's, libFLAC's and
+    soxr's own allocations are not traced). Linux resets the peak RSS (``VmHWM``) when "5" is
+    written to ``/proc/self/clear_refs``."""
+    import tracemalloc
+
+    import psutil
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = psutil.Process().memory_info().rss
+    tracemalloc.start()
+    try:
+        result = fn()
+        traced = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return result, traced, _rss_peak_kb() * 1024 - base
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def test_a_high_rate_many_channel_upload_decodes_in_bounded_memory(long_flac: Path) -> None:
+    data = long_flac.read_bytes()
+    audio, traced, rss = peak_memory(lambda: FfmpegDecoder(max_audio_s=700).decode(data))
+    assert audio.duration_s == pytest.approx(600, abs=0.01) and not np.any(audio.samples)
+    got = f"traced peak {_mb(traced)}, RSS +{_mb(rss)} for {_mb(OUT_10_MIN)} of output"
+    print(got)
+    assert traced <= OUT_10_MIN + SLACK, got
+    assert rss <= OUT_10_MIN + 2 * SLACK, got
+
+
+def test_a_job_window_decodes_in_bounded_memory(long_flac: Path) -> None:
+    """A window asks for 10 minutes from minute 1 of a 10-minute file: 9 come back, and the
+    buffer is sized from the header (9 minutes), not from the window."""
+    source = AudioSource(path=long_flac, start_s=60.0, duration_s=600.0)
+    audio, traced, rss = peak_memory(lambda: FfmpegDecoder(max_audio_s=1.0).decode(source))
+    assert audio.duration_s == pytest.approx(540, abs=0.01) and audio.complete
+    out = 540 * SAMPLE_RATE * 4
+    got = f"traced peak {_mb(traced)}, RSS +{_mb(rss)} for {_mb(out)} of output"
+    print(got)
+    assert traced <= out + SLACK, got
+    assert rss <= out + 2 * SLACK, got
+
+
+def test_ffmpeg_output_is_read_into_one_buffer(long_flac: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through ffmpeg (what every non-WAV/FLAC upload takes), the output is read as it comes
+    into the output buffer: never all of stdout and then a copy of it."""
+    monkeypatch.setattr(decode_engine, "read_natively", lambda *a: None)
+    source = AudioSource(path=long_flac, start_s=0.0, duration_s=120.0)
+    audio, traced, _ = peak_memory(lambda: FfmpegDecoder(max_audio_s=1.0).decode(source))
+    assert audio.duration_s == pytest.approx(120, abs=0.01)
+    out = 120 * SAMPLE_RATE * 4
+    assert traced <= out + 2 * 1024 * 1024, f"traced peak {_mb(traced)} for {_mb(out)} of output"
+
+
+def _unknown_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libsndfile reports 2**63-1 frames for a stream that does not say its length (WAV clamps
+    its header to the file, so one cannot be made from bytes: pretend)."""
+    import soundfile
+
+    monkeypatch.setattr(soundfile.SoundFile, "frames", property(lambda self: 2**63 - 1))
+
+
+def _stereo_wav(seconds: float, rate: int = 48000) -> bytes:
+    import io
+
+    import soundfile
+
+    t = np.arange(round(seconds * rate)) / rate
+    frames = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)], axis=1) * 0.3
+    buf = io.BytesIO()
+    soundfile.write(buf, frames.astype(np.float32), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def test_unknown_length_grows_the_output_and_stops_at_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    short, long = _stereo_wav(90.0), _stereo_wav(150.0)
+    known = FfmpegDecoder(max_audio_s=120).decode(short).samples
+    _unknown_length(monkeypatch)
+    audio = FfmpegDecoder(max_audio_s=120).decode(short)
+    np.testing.assert_array_equal(audio.samples, known)  # grown in place, same samples
+    # Over the limit: decoding stops once the output passes the limit (+1 s), then 413.
+
+    def over_the_limit() -> None:
+        with pytest.raises(PayloadTooLarge):
+            FfmpegDecoder(max_audio_s=60).decode(long)
+
+    _, traced, _ = peak_memory(over_the_limit)
+    out = 61 * SAMPLE_RATE * 4
+    assert traced <= out + SLACK, f"traced peak {_mb(traced)} for at most {_mb(out)} of output"

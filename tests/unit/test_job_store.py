@@ -47,7 +47,7 @@ from tests.pg import PgServer, PgUnavailable, start_test_server
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 OPTS = JobOptions(model="whisper-1", language="en", response_format="verbose_json")
-TABLES = ("history", "windows", "files", "idempotency_keys", "uploads", "jobs")
+TABLES = ("history", "windows", "files", "idempotency_keys", "upload_owners", "uploads", "jobs")
 
 
 class FakeClock:
@@ -858,3 +858,200 @@ def test_released_audio_is_stored_anew_and_refused_to_new_jobs(store: JobStore) 
     assert created and upload.path == "uploads/cc/c2" and store.has_upload(sha)
     assert store.create_job([NewFile("b.wav", sha)], JobOptions(model="m")).created
     assert store.get_transcript(claim.file.id).complete and store.get_job(job.id).state.value == "completed"
+
+
+# ---------------------------------------------------------------------- tenants (migration 0003)
+
+
+def test_an_upload_is_seen_and_referenced_only_by_the_key_that_made_it(store: JobStore) -> None:
+    x = sha(70)
+    store.add_upload(x, 10, "blobs/x.a", owner="alice")
+    assert store.has_upload(x, owner="alice") and store.has_upload(x)  # alice, and an admin
+    assert not store.has_upload(x, owner="bob"), "bob learnt that alice holds this content"
+    with pytest.raises(UploadMissing):
+        store.create_job([NewFile("x.wav", x)], OPTS, owner="bob", uploads_of="bob")
+    # An admin (uploads_of=None) may name anyone's upload.
+    assert store.create_job([NewFile("x.wav", x)], OPTS, owner="ops", uploads_of=None).created
+    # Bob uploading the same content himself: stored once, now his as well.
+    again, created = store.add_upload(x, 10, "blobs/x.b", owner="bob")
+    assert not created and again.path == "blobs/x.a" and store.has_upload(x, owner="bob")
+    assert store.create_job([NewFile("x.wav", x)], OPTS, owner="bob", uploads_of="bob").created
+
+
+def test_deleting_a_job_removes_audio_another_keys_finished_file_names(store: JobStore) -> None:
+    x = sha(71)
+    store.add_upload(x, 10, "blobs/x", owner="bob")
+    bob = store.create_job([NewFile("b.wav", x)], OPTS, owner="bob", uploads_of="bob").job.id
+    c = store.claim("w", 60)
+    assert c is not None and c.file.job_id == bob
+    assert store.commit_window(c.file.id, c.attempt, window(0, 1)) and store.complete(c.file.id, c.attempt)
+    assert store.release_upload(x) == "blobs/x"  # what the worker does once bob's file is done
+    assert not store.has_upload(x, owner="bob"), "released audio is nobody's upload"
+    store.add_upload(x, 10, "blobs/x.2", owner="alice")  # stored anew, for alice
+    alice = store.create_job([NewFile("a.wav", x)], OPTS, owner="alice", uploads_of="alice").job.id
+    # Alice deletes her job before it ran: bob's finished file names the content, and must not
+    # keep her audio.
+    assert store.delete_job(alice, owner="alice").unreferenced_paths == ["blobs/x.2"]
+    assert not store.has_upload(x) and store.get_transcript(c.file.id).complete  # bob keeps his text
+
+    y = sha(72)
+    store.add_upload(y, 10, "blobs/y", owner="bob")
+    store.add_upload(y, 10, "blobs/y.2", owner="alice")
+    store.create_job([NewFile("b.wav", y)], OPTS, owner="bob", uploads_of="bob")
+    alice = store.create_job([NewFile("a.wav", y)], OPTS, owner="alice", uploads_of="alice").job.id
+    # Bob's file has not run yet: it needs the audio, so alice's delete leaves it; alice no
+    # longer holds it, bob does.
+    assert store.delete_job(alice, owner="alice").unreferenced_paths == []
+    assert store.has_upload(y, owner="bob") and not store.has_upload(y, owner="alice")
+
+    z = sha(73)
+    store.add_upload(z, 10, "blobs/z", owner="bob")  # bob's own upload, not in a job yet
+    store.add_upload(z, 10, "blobs/z.2", owner="alice")
+    alice = store.create_job([NewFile("a.wav", z)], OPTS, owner="alice", uploads_of="alice").job.id
+    assert store.delete_job(alice).unreferenced_paths == [], "bob's upload went with alice's job"
+    assert store.has_upload(z, owner="bob")
+
+
+def test_input_folder_files_never_become_a_stored_upload(store: JobStore) -> None:
+    x = sha(75)
+    in_place = NewFile("in/a.wav", x, source_path="/srv/input/in/a.wav", size_bytes=99, duration_s=4.0)
+    job = store.create_job([in_place], OPTS, owner="alice", uploads_of="alice").job
+    assert job.audio_total_s == 4.0
+    # The content is recorded, but nobody holds it as an upload: no key can name it.
+    assert not store.has_upload(x) and not store.has_upload(x, owner="alice")
+    with pytest.raises(UploadMissing):
+        store.create_job([NewFile("x.wav", x)], OPTS, owner="bob", uploads_of=None)
+    c = store.claim("w", 60)
+    assert c is not None and c.in_place and c.upload_path == "/srv/input/in/a.wav" and c.file.size_bytes == 99
+    # Someone uploading the same content later gets a stored copy of their own; the
+    # input-folder file is still read in place.
+    up, created = store.add_upload(x, 99, "blobs/x", owner="bob")
+    assert created and up.path == "blobs/x" and store.has_upload(x, owner="bob")
+    assert store.release_upload(x) is None  # the in-place file is still running on that content
+    store.fail(c.file.id, c.attempt, "boom", retry=True)
+    again = store.claim("w", 60)
+    assert again is not None and again.upload_path == "/srv/input/in/a.wav"
+    assert store.delete_job(job.id).unreferenced_paths == []  # bob's upload is not alice's to delete
+    assert store.has_upload(x, owner="bob")
+
+
+def test_a_release_racing_a_new_job_never_leaves_it_on_released_audio(make_store: StoreFactory) -> None:
+    """The interleaving forced: ``create_job`` has checked the upload and is about to insert its
+    file when ``release_upload`` runs. Without row locks (the code before migration 0003) the
+    release went through and the job's file pointed at deleted audio, every time."""
+    from sqlalchemy import event
+
+    creator, releaser = make_store(clock=utc_now), make_store(clock=utc_now)
+    x = sha(74)
+    creator.add_upload(x, 10, "blobs/x", owner="alice")
+    checked, released = threading.Event(), threading.Event()
+
+    def pause_before_files(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO FILES"):
+            checked.set()
+            released.wait(1.5)  # the release gets its chance; with the fix it is blocked meanwhile
+
+    event.listen(creator.engine, "before_cursor_execute", pause_before_files)
+    outcome: dict[str, Any] = {}
+
+    def release() -> None:
+        assert checked.wait(30)
+        outcome["released"] = releaser.release_upload(x)
+        released.set()
+
+    t = threading.Thread(target=release)
+    t.start()
+    try:
+        created = creator.create_job([NewFile("a.wav", x)], OPTS, owner="alice", uploads_of="alice")
+    finally:
+        t.join(60)
+        event.remove(creator.engine, "before_cursor_execute", pause_before_files)
+    assert created.created
+    assert outcome["released"] is None, "the upload was released under a new job's pending file"
+    assert releaser.has_upload(x), "the new job's file points at released audio"
+
+
+def test_quotas_are_checked_in_the_transaction_and_exact_under_concurrency(
+    make_store: StoreFactory,
+) -> None:
+    from serve_app.errors import QuotaExceeded
+    from serve_app.jobs import JobQuota
+
+    store = make_store(clock=utc_now)
+    for i in range(6):
+        store.add_upload(sha(80 + i), 1000, f"blobs/{i}", owner="alice", duration_s=600.0)
+    quota = JobQuota(max_live_jobs=2)
+    stores = [make_store(clock=utc_now) for _ in range(4)]
+    from sqlalchemy import event
+
+    def slow_insert(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # Every create has counted before any inserts, unless creates of one owner serialise.
+        if statement.lstrip().upper().startswith("INSERT INTO JOBS"):
+            time.sleep(0.3)
+
+    for s in stores:
+        event.listen(s.engine, "before_cursor_execute", slow_insert)
+
+    def create(i: int) -> str:
+        try:
+            stores[i].create_job(
+                [NewFile("a.wav", sha(80 + i))], OPTS, owner="alice", uploads_of="alice", quota=quota
+            )
+            return "ok"
+        except QuotaExceeded as e:
+            assert "concurrent_jobs" in e.message and e.status_code == 429, e.message
+            return "quota"
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(create, range(4)))
+    assert sorted(results) == ["ok", "ok", "quota", "quota"], results
+    assert store.owner_usage("alice").live_jobs == 2 and store.owner_usage("bob").live_jobs == 0
+    # Another owner is not affected; queued audio counts what is left of pending/running files.
+    assert store.owner_usage("alice").queued_audio_s == 1200.0
+    with pytest.raises(QuotaExceeded, match="queued_audio_h"):
+        store.create_job(
+            [NewFile("a.wav", sha(84))], OPTS, owner="alice", uploads_of="alice",
+            quota=JobQuota(max_queued_audio_s=1500.0),
+        )  # fmt: skip
+    # Stored bytes: 6 uploads of 1000 B are alice's; a 7th would pass 6500 B.
+    assert store.owner_usage("alice").stored_bytes == 6000
+    with pytest.raises(QuotaExceeded, match="stored_upload_gb"):
+        store.add_upload(sha(90), 1000, "blobs/90", owner="alice", max_stored_bytes=6500)
+    assert store.get_upload(sha(90)) is None
+    store.add_upload(sha(90), 400, "blobs/90", owner="alice", max_stored_bytes=6500)
+    store.add_upload(sha(81), 1000, "blobs/81.b", owner="alice", max_stored_bytes=6500)  # already hers
+
+
+def test_migration_0003_keeps_existing_uploads_reachable(empty_db_url: URL | Path) -> None:
+    """A database at 0002 with a path job (its upload row named the input file) and an uploaded
+    job: after 0003 the path job reads in place and the upload belongs to its job's owner."""
+    upgrade(empty_db_url, "0002")
+    engine = create_db_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            now = "2026-11-30 10:00:00"
+            conn.execute(text(
+                "INSERT INTO jobs (id, state, options, owner, created_at, updated_at) VALUES "
+                "('j1', 'queued', '{\"model\": \"m\"}', 'alice', :t, :t), "
+                "('j2', 'queued', '{\"model\": \"m\"}', NULL, :t, :t)"
+            ), {"t": now})  # fmt: skip
+            conn.execute(text(
+                "INSERT INTO uploads (sha256, size_bytes, path, created_at) VALUES "
+                f"('{sha(1)}', 5, '/srv/input/a.wav', :t), ('{sha(2)}', 6, 'uploads/02/x', :t)"
+            ), {"t": now})  # fmt: skip
+            conn.execute(text(
+                "INSERT INTO files (id, job_id, position, name, sha256, size_bytes, state, attempts, "
+                "progress_s, windows, created_at, updated_at) VALUES "
+                f"('f1', 'j1', 0, 'a.wav', '{sha(1)}', 5, 'pending', 0, 0, 0, :t, :t), "
+                f"('f2', 'j1', 1, 'b.wav', '{sha(2)}', 6, 'pending', 0, 0, 0, :t, :t), "
+                f"('f3', 'j2', 0, 'b.wav', '{sha(2)}', 6, 'pending', 0, 0, 0, :t, :t)"
+            ), {"t": now})  # fmt: skip
+        upgrade(empty_db_url)
+        store = JobStore(engine)
+        assert store.get_file("f1").source_path == "/srv/input/a.wav"
+        assert not store.has_upload(sha(1)), "an input-folder file stayed a stored upload"
+        assert store.has_upload(sha(2), owner="alice") and store.has_upload(sha(2), owner="")
+        claims = [store.claim("w", 60) for _ in range(3)]
+        assert {c.upload_path for c in claims if c} == {"/srv/input/a.wav", "uploads/02/x"}
+    finally:
+        engine.dispose()

@@ -1,6 +1,7 @@
 """The pipeline's handling of stage failures, Ray-free: stage handles are stand-ins that answer
 or fail like Ray's do, the Pipeline is the real one. A call lost with its replica is sent
-again; a request that is itself bad is never retried."""
+again; a request that is itself bad is never retried; a request that killed two replicas is
+answered and never replayed."""
 
 from __future__ import annotations
 
@@ -16,8 +17,22 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app import errors
 from serve_app.config import RetryArgs
-from serve_app.contracts import SpeechSegment, TranscribeOptions, Transcript
-from serve_app.pipeline import Pipeline, as_serve_error, replica_lost
+from serve_app.contracts import (
+    AudioSource,
+    DecodedAudio,
+    Segmentation,
+    SpeechSegment,
+    TranscribeOptions,
+    Transcript,
+)
+from serve_app.pipeline import (
+    Pipeline,
+    Poisoned,
+    PoisonRegistry,
+    as_serve_error,
+    replica_death,
+    replica_lost,
+)
 
 
 class Stage:
@@ -113,3 +128,189 @@ def test_classification() -> None:
         as_serve_error(BackPressureError(num_queued_requests=1, max_queued_requests=1)), errors.Overloaded
     )
     assert isinstance(as_serve_error(TimeoutError()), errors.InternalError)
+
+
+# --- poison requests: a request that kills replicas is answered, never replayed -----------------
+# Ray's errors as a DeploymentHandle raises them (checked against Ray 2.60 with SIGKILLed
+# replicas: a direct call, a call whose argument was a killed stage's response, a stream).
+
+
+def process_death(
+    stage: str = "Decode", actor: str = "a1" * 16, exit_type: str = "SYSTEM_ERROR"
+) -> ActorDiedError:
+    """A replica process that died during the call, its node alive (SIGKILL, a segfault, the
+    kernel's OOM killer: ``SYSTEM_ERROR``; Ray's memory monitor: ``NODE_OUT_OF_MEMORY``)."""
+    e = ActorDiedError()
+    e.error_msg = (
+        f"The actor died unexpectedly before finishing this task.\n\tclass_name: ServeReplica:app:{stage}\n"
+        f"\tactor_id: {actor}\n\tpid: 4242\n\tip: 10.0.0.2\nThe actor is dead because its worker process "
+        f"has died. Worker exit type: {exit_type} Worker exit detail: Worker unexpectedly exits."
+    )
+    e.actor_id = actor
+    return e
+
+
+def node_death(actor: str = "b2" * 16) -> ActorDiedError:
+    e = ActorDiedError()
+    e.error_msg = (
+        f"The actor died unexpectedly before finishing this task.\n\tclass_name: ServeReplica:app:Decode\n"
+        f"\tactor_id: {actor}\nThe actor died because its node has died. Node Id: {'c3' * 28}"
+    )
+    e.actor_id = actor
+    return e
+
+
+def chained(death: ActorDiedError) -> Exception:
+    """What the VAD call raises when the decode response it waited for died with its replica."""
+    from ray.serve.exceptions import RayServeException
+
+    wrapped = RayTaskError("VAD.handle_request_with_rejection", "tb", death).as_instanceof_cause()
+    try:
+        raise RayServeException("an upstream actor died before finishing a dependent task") from wrapped
+    except RayServeException as e:
+        return e
+
+
+class StreamStage(Stage):
+    """The VAD's stand-in: ``.options(stream=True).stream.remote(audio)`` yields one
+    segmentation, after resolving ``audio`` (decode's response) as Serve does."""
+
+    def options(self, **_: Any) -> StreamStage:
+        return self
+
+    @property
+    def stream(self) -> StreamStage:
+        return self
+
+    def remote(self, *args: Any) -> Any:  # type: ignore[override]
+        self.calls += 1
+
+        async def gen() -> Any:
+            resolved = [await a if isinstance(a, asyncio.Future) else a for a in args]
+            yield Segmentation(duration_s=resolved[0].duration_s, segments=[])
+
+        return gen()
+
+
+def source_pipeline(decode_answer: Callable[..., Any]) -> tuple[Pipeline, Stage]:
+    decode = Stage(decode_answer)
+    retry = RetryArgs(deadline_s=5.0, first_backoff_s=0.01, max_backoff_s=0.05)
+    stages = (decode, StreamStage(lambda *a: None), Stage(transcript), Stage(lambda n, t, o: t))
+    d, v, a, p = (cast(DeploymentHandle, x) for x in stages)
+    return Pipeline(d, v, a, p, retry), decode
+
+
+def send(p: Pipeline, data: bytes) -> Transcript:
+    return asyncio.run(p.transcribe_source(AudioSource(data=data), TranscribeOptions()))
+
+
+def decoded(n: int, source: AudioSource) -> DecodedAudio:
+    return DecodedAudio(samples=np.zeros(16000, np.float32))
+
+
+def dies(*deaths: Callable[[int], BaseException]) -> Callable[..., DecodedAudio]:
+    """Decode's answer: call n raises ``deaths[n - 1](n)``, later calls decode."""
+
+    def answer(n: int, source: AudioSource) -> DecodedAudio:
+        if n <= len(deaths):
+            raise deaths[n - 1](n)
+        return decoded(n, source)
+
+    return answer
+
+
+def test_a_request_that_kills_two_replicas_is_answered_and_never_replayed() -> None:
+    kill = lambda n: process_death(actor=f"{n:032x}")  # noqa: E731
+    p, decode = source_pipeline(dies(kill, lambda n: chained(kill(n)), kill, kill))
+    with pytest.raises(
+        errors.InternalError, match="not retried because it took down a pipeline replica twice"
+    ):
+        send(p, b"poison")
+    assert decode.calls == 2 and p.poisoned == 1, (decode.calls, p.poisoned)
+
+
+def test_one_death_is_retried_once_and_one_death_seen_twice_counts_once() -> None:
+    p, decode = source_pipeline(dies(lambda n: process_death(actor="d4" * 16)))
+    assert send(p, b"unlucky").duration_s == 1.0 and decode.calls == 2
+    same = lambda n: process_death(actor="e5" * 16)  # noqa: E731  (routed again to the dead one)
+    p, decode = source_pipeline(dies(same, same, same))
+    assert send(p, b"unlucky").duration_s == 1.0 and decode.calls == 4 and p.poisoned == 0
+
+
+def test_lost_nodes_and_unreachable_replicas_are_retried_as_before() -> None:
+    unavailable = lambda n: ActorUnavailableError("gone", b"\0" * 16)  # noqa: E731
+    node = lambda n: node_death(actor=f"{n:032x}")  # noqa: E731
+    p, decode = source_pipeline(
+        dies(node, node, unavailable, lambda n: chained(node_death(f"{n:032x}")), node)
+    )
+    assert send(p, b"fine").duration_s == 1.0
+    assert decode.calls == 6 and p.poisoned == 0 and p.retries == 5
+
+
+def test_a_request_that_runs_replicas_out_of_memory_is_413() -> None:
+    from ray.exceptions import OutOfMemoryError
+
+    oom = lambda n: OutOfMemoryError("Task was killed due to the node running low on memory.")  # noqa: E731
+    p, decode = source_pipeline(dies(oom, oom, oom))
+    with pytest.raises(errors.PayloadTooLarge, match="more memory than a pipeline replica has"):
+        send(p, b"huge")
+    assert decode.calls == 2
+    monitor = lambda n: process_death("ASR", f"{n:032x}", exit_type="NODE_OUT_OF_MEMORY")  # noqa: E731
+    p, decode = source_pipeline(dies(monitor, monitor))
+    with pytest.raises(errors.PayloadTooLarge):
+        send(p, b"huge")
+
+
+def test_a_repeat_of_a_poison_upload_is_refused_without_calling_a_stage() -> None:
+    kill = lambda n: process_death(actor=f"{n:032x}")  # noqa: E731
+    p, decode = source_pipeline(dies(kill, kill))
+    with pytest.raises(errors.InternalError):
+        send(p, b"poison")
+    assert decode.calls == 2
+    for _ in range(3):
+        with pytest.raises(errors.InternalError, match="identical request took down"):
+            send(p, b"poison")
+    assert decode.calls == 2 and p.refused == 3
+    assert send(p, b"another upload").duration_s == 1.0 and decode.calls == 3
+
+
+def test_the_registry_is_bounded_and_only_hashes_once_it_holds_something(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import serve_app.pipeline as pipeline_module
+
+    hashed: list[AudioSource] = []
+    real = pipeline_module.source_key
+
+    def counting(source: AudioSource) -> str:
+        hashed.append(source)
+        return real(source)
+
+    monkeypatch.setattr(pipeline_module, "source_key", counting)
+    p, _ = source_pipeline(decoded)
+    send(p, b"common path")
+    assert hashed == [], "an upload was hashed while no request had been answered as poison"
+    registry = PoisonRegistry(size=3)
+    for i in range(5):
+        registry.add(str(i), Poisoned(memory=False, stages=("Decode", "Decode")))
+    assert len(registry) == 3 and registry.get("0") is None and registry.get("4") is not None
+
+
+def test_death_classification() -> None:
+    from ray.exceptions import NodeDiedError, OutOfMemoryError
+
+    d = replica_death(chained(process_death("Decode", "f6" * 16)))
+    assert d is not None and (d.stage, d.actor, d.memory) == ("Decode", "f6" * 16, False), d
+    oom = replica_death(process_death("ASR", exit_type="NODE_OUT_OF_MEMORY"))
+    assert oom is not None and oom.memory and oom.stage == "ASR"
+    oom = replica_death(OutOfMemoryError("Task was killed due to the node running low on memory."))
+    assert oom is not None and oom.memory
+    for not_its_fault in (
+        node_death(),
+        chained(node_death()),
+        NodeDiedError("node gone"),
+        ActorUnavailableError("gone", b"\0" * 16),
+        died(),  # no known cause (e.g. killed by Serve): not counted
+        RayTaskError("ASR", "tb", errors.UnsupportedAudio("x")).as_instanceof_cause(),
+    ):
+        assert replica_death(not_its_fault) is None, not_its_fault
