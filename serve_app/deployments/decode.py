@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from typing import Any
@@ -20,6 +21,8 @@ KILL_MARKER = b"FUNASR-SERVE-TEST-HOOK:KILL-REPLICA\n"
 """With ``Settings.test_hooks`` on (tests only), an upload that starts with these bytes makes
 the replica that decodes it SIGKILL its own process mid-call: a poison request, without
 exhausting the test machine's memory to make one."""
+KILL_AFTER_S = 1.0
+"""How long into the call the hook kills the replica."""
 
 
 @serve.deployment(name="Decode", ray_actor_options={"num_cpus": 0.25})
@@ -40,6 +43,11 @@ class DecodeDeployment:
             and source.data is not None
             and source.data.startswith(self._kill_marker)
         ):
+            # Partway through the call, as a decode that runs out of memory dies: a replica that
+            # dies within microseconds can beat the reply by which Serve's router learns that
+            # the replica took the request, and then the router itself sends it to another
+            # replica, unseen by the pipeline (and not counted against the request).
+            await asyncio.sleep(KILL_AFTER_S)
             os.kill(os.getpid(), signal.SIGKILL)
         try:
             return await self._worker.run(self._decoder.decode, source)
