@@ -11,14 +11,13 @@ import dataclasses
 from typing import Any
 
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
 from serve_app.config import JobsArgs, RetryArgs, StorageArgs
 from serve_app.deployments.common import logger, replica_info
 from serve_app.engines.decode import probe_duration
 from serve_app.jobs import JobStore
 from serve_app.jobs.worker import JobWorker
-from serve_app.pipeline import Pipeline
+from serve_app.stages import Stages
 
 HOUSEKEEPING_S = 3600.0
 
@@ -27,12 +26,12 @@ HOUSEKEEPING_S = 3600.0
 class JobRunnerDeployment:
     # Async, so the worker loops start on the replica's event loop (Serve awaits it).
     async def __init__(  # type: ignore[misc]
-        self, stages: dict[str, DeploymentHandle], retry: RetryArgs, jobs: JobsArgs, storage: StorageArgs
+        self, stages: Stages, retry: RetryArgs, jobs: JobsArgs, storage: StorageArgs
     ) -> None:
         storage.data_dir.mkdir(parents=True, exist_ok=True)
         self.storage = storage
         self.store = JobStore.open(storage.database)
-        pipeline = Pipeline(stages["decode"], stages["vad"], stages["asr"], stages["post"], retry)
+        pipeline = stages.pipeline(retry)
         info = replica_info()
         self.worker = JobWorker(
             self.store,
