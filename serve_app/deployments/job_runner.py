@@ -16,10 +16,9 @@ from serve_app.config import JobsArgs, RetryArgs, StorageArgs
 from serve_app.deployments.common import logger, replica_info
 from serve_app.engines.decode import probe_duration
 from serve_app.jobs import JobStore
+from serve_app.jobs.housekeeping import HOUSEKEEPING_S, Swept, housekeep
 from serve_app.jobs.worker import JobWorker
 from serve_app.stages import Stages
-
-HOUSEKEEPING_S = 3600.0
 
 
 @serve.deployment(name="JobRunner", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16)
@@ -50,21 +49,11 @@ class JobRunnerDeployment:
         logger.info("job runner %s ready (%d files at a time)", self.worker.worker_id, jobs.concurrency)
 
     async def _housekeeping(self) -> None:
-        from serve_app.jobs.audio import remove_audio
-
         while not self._stop.is_set():
-            s = self.storage
             try:
-                if s.history_retention_days > 0:
-                    await asyncio.to_thread(self.store.history.purge, s.history_retention_days)
-                if s.job_retention_days > 0:
-                    for deleted in await asyncio.to_thread(
-                        self.store.purge_jobs, s.job_retention_days * 86400
-                    ):
-                        remove_audio(s.data_dir, deleted.unreferenced_paths)
-                remove_audio(
-                    s.data_dir, await asyncio.to_thread(self.store.delete_unreferenced_uploads, 86400)
-                )
+                swept = await asyncio.to_thread(housekeep, self.store, self.storage)
+                if swept != Swept():
+                    logger.info("job runner: housekeeping removed %s", swept)
             except Exception:
                 logger.exception("job runner: housekeeping failed; trying again in an hour")
             try:
