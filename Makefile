@@ -65,6 +65,8 @@ lint: install
 	$(VENV)/bin/ruff format --check $(LINT_DIRS)
 	$(VENV)/bin/ruff check $(LINT_DIRS)
 	$(VENV)/bin/mypy
+	@# No logic written twice in the server (pylint's similarity checker, 4+ lines alike).
+	$(VENV)/bin/pylint --disable=all --enable=duplicate-code --ignore-imports=y --ignore-signatures=y --ignore-docstrings=y serve_app
 
 tiny-models: install
 	$(PY) -m tools.tiny_models --out models/tiny

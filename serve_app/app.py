@@ -7,6 +7,7 @@ missing model fails ``serve run`` at once with a message instead of a crash-loop
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ray.serve import Application
@@ -23,6 +24,7 @@ from serve_app.deployments.vad import VadDeployment
 from serve_app.engines import supported_languages
 from serve_app.keys import KeyRing
 from serve_app.model_paths import resolve
+from serve_app.stages import Stages
 
 
 def build_app(args: PipelineArgs | dict[str, Any]) -> Application:
@@ -51,12 +53,12 @@ def build_app(args: PipelineArgs | dict[str, Any]) -> Application:
     asr = AsrDeployment.bind(args.asr, str(asr_dir))  # type: ignore[attr-defined]
     post = PostprocessDeployment.bind(args.postprocess, punc_dir)  # type: ignore[attr-defined]
     streaming = StreamingDeployment.bind(args.realtime, vad_dir, streaming_dir)  # type: ignore[attr-defined]
-    stages = {"decode": decode, "vad": vad, "asr": asr, "post": post}
+    offline = Stages(decode=decode, vad=vad, asr=asr, post=post)
     storage = StorageArgs.from_settings(settings)
     keys = KeyRing.from_settings(settings)  # a bad entry fails the deploy, never opens the server
-    runner = JobRunnerDeployment.bind(stages, args.retry, args.jobs, storage)  # type: ignore[attr-defined]
+    runner = JobRunnerDeployment.bind(offline, args.retry, args.jobs, storage)  # type: ignore[attr-defined]
     return Ingress.bind(  # type: ignore[attr-defined]
-        {**stages, "streaming": streaming, "job_runner": runner},
+        replace(offline, streaming=streaming, job_runner=runner),
         served,
         args.limits,
         args.retry,

@@ -345,6 +345,26 @@ class JobsArgs(_Strict):
     """Most text fields in a multipart job (the transcription options and ``metadata``)."""
 
 
+class BatchConfig(_Strict):
+    """``user_config`` of the ASR deployment (``deploy/*.yaml``), changed live through
+    ``reconfigure()``; a misspelt key is an error, as everywhere else."""
+
+    max_batch_count: int = Field(16, ge=1)
+    """Most segments in one forward pass."""
+    max_batch_audio_s: float = Field(240.0, gt=0)
+    """Most audio seconds in one forward pass (bounds padded memory on the GPU)."""
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    """How long a batch that is not full waits for company."""
+    fair_quantum_s: float = Field(30.0, gt=0)
+    """The ASR queue's round-robin turn, in audio seconds: requests of a priority class take
+    turns of up to this much audio (at least one segment). Larger favours long recordings,
+    smaller favours many short requests."""
+    min_fill: float = Field(0.9, ge=0, le=1)
+    """Engines that pad (FunASR): a batch is cut into sub-batches of similar length whose real
+    audio fills at least this share of the padded area. High on CPUs, where padding costs
+    wall time; lower on GPUs, where bigger batches matter more than padding."""
+
+
 class PostprocessArgs(_Strict):
     """Punctuation restoration and inverse text normalisation."""
 

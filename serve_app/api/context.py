@@ -18,11 +18,14 @@ from serve_app.jobs import JobStore
 from serve_app.keys import KeyRing
 from serve_app.pipeline import Pipeline
 from serve_app.realtime.capacity import SocketRegistry
+from serve_app.stages import Stages
 
 
 @dataclass
 class ApiContext:
     pipeline: Pipeline
+    stages: Stages
+    """Every stage's handle, for readiness and statistics (``serve_app.stages``)."""
     served: ServedModel
     limits: LimitsArgs
     streaming: DeploymentHandle

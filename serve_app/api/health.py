@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from ray.serve.handle import DeploymentHandle
 
 from serve_app.api.context import ApiContext, context
 
@@ -22,17 +20,9 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(ctx: ApiContext = Depends(context)) -> JSONResponse:
-    """200 when every stage has a replica that loaded its model and warmed up, else 503."""
-
-    async def probe(h: DeploymentHandle) -> bool:
-        try:
-            return bool(await asyncio.wait_for(h.ready.remote(), timeout=5))
-        except Exception:
-            return False
-
-    p = ctx.pipeline
-    stages = {"decode": p.decode, "vad": p.vad, "asr": p.asr, "postprocess": p.post}
-    ok = dict(zip(stages, await asyncio.gather(*(probe(h) for h in stages.values())), strict=True))
+    """200 when every stage (the offline four, Streaming and the JobRunner) has a replica that
+    loaded its model and warmed up, else 503 naming the ones that have not."""
+    ok = await ctx.stages.readiness()
     if not all(ok.values()):
         missing = ", ".join(n for n, v in ok.items() if not v)
         return JSONResponse(
@@ -44,4 +34,4 @@ async def readyz(ctx: ApiContext = Depends(context)) -> JSONResponse:
 @router.get("/v1/stats")
 async def stats(ctx: ApiContext = Depends(context)) -> Any:
     """Batching statistics of the ASR replica that answers, and this ingress's retry count."""
-    return {**await ctx.pipeline.asr.stats.remote(), "ingress_retries": ctx.pipeline.retries}
+    return {**await ctx.stages.asr_stats(), "ingress_retries": ctx.pipeline.retries}

@@ -132,7 +132,7 @@ async def server_status(request: Request, ctx: ApiContext = Depends(context)) ->
             return None
 
     async def asr_queue() -> dict[str, Any]:
-        stats = await ctx.pipeline.asr.stats.remote()
+        stats = await ctx.stages.asr_stats()
         return {k: stats.get(k) for k in ASR_QUEUE_FIELDS}
 
     store = ctx.store

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
 from ray import serve
 
 from serve_app.autoscaling import QUEUED_AUDIO_METRIC
-from serve_app.config import FunasrArgs, WhisperArgs
+from serve_app.config import BatchConfig, FunasrArgs, WhisperArgs
 from serve_app.contracts import SAMPLE_RATE, AsrOptions, AsrResult, Priority, Segmentation, Transcript
 from serve_app.deployments.common import WARMUP_AUDIO, logger, pick_device, replica_info
 from serve_app.engines import build_asr
@@ -36,27 +35,10 @@ from serve_app.gpu import GpuProbe
 from serve_app.metrics import asr_metrics, record_gpus
 
 
-class BatchConfig(BaseModel):
-    """``user_config`` of the ASR deployment."""
-
-    max_batch_count: int = Field(16, ge=1)
-    """Most segments in one forward pass."""
-    max_batch_audio_s: float = Field(240.0, gt=0)
-    """Most audio seconds in one forward pass (bounds padded memory on the GPU)."""
-    batch_wait_timeout_s: float = Field(0.01, ge=0)
-    """How long a batch that is not full waits for company."""
-    fair_quantum_s: float = Field(30.0, gt=0)
-    """The ASR queue's round-robin turn, in audio seconds: requests of a priority class take
-    turns of up to this much audio (at least one segment). Larger favours long recordings,
-    smaller favours many short requests."""
-    min_fill: float = Field(0.9, ge=0, le=1)
-    """Engines that pad (FunASR): a batch is cut into sub-batches of similar length whose real
-    audio fills at least this share of the padded area. High on CPUs, where padding costs
-    wall time; lower on GPUs, where bigger batches matter more than padding."""
-
-
 @dataclass
-class _Job:
+class QueuedSegment:
+    """One speech segment waiting in the ASR queue for a batch, with the future its caller awaits."""
+
     samples: np.ndarray
     options: AsrOptions
     seconds: float
@@ -71,7 +53,7 @@ class AsrDeployment:
         self.language = asr.language
         self._parallelism = self.engine.parallelism
         self._pool = ThreadPoolExecutor(max_workers=self._parallelism, thread_name_prefix="asr")
-        self._queue: FairQueue[_Job] = FairQueue(quantum=BatchConfig().fair_quantum_s)
+        self._queue: FairQueue[QueuedSegment] = FairQueue(quantum=BatchConfig().fair_quantum_s)
         self._ready = asyncio.Condition()
         self._loops: list[asyncio.Task[None]] = []
         self._requests = itertools.count()
@@ -96,7 +78,7 @@ class AsrDeployment:
         if hasattr(self.engine, "min_fill"):
             self.engine.min_fill = self._config.min_fill
 
-    def _cost(self, job: _Job) -> float:
+    def _cost(self, job: QueuedSegment) -> float:
         c = self._config
         return item_cost(job.seconds, c.max_batch_count, c.max_batch_audio_s)
 
@@ -112,7 +94,7 @@ class AsrDeployment:
         if not self._loops:
             self._loops = [asyncio.create_task(self._batch_loop()) for _ in range(self._parallelism)]
         loop = asyncio.get_running_loop()
-        jobs = [_Job(s.samples, options, s.duration_s, loop.create_future()) for s in seg.segments]
+        jobs = [QueuedSegment(s.samples, options, s.duration_s, loop.create_future()) for s in seg.segments]
         audio_s = sum(j.seconds for j in jobs)
         request = key if key is not None else next(self._requests)
         self._inflight += 1
@@ -148,7 +130,7 @@ class AsrDeployment:
             if batch:
                 await self._run(batch)
 
-    async def _run(self, batch: list[_Job]) -> None:
+    async def _run(self, batch: list[QueuedSegment]) -> None:
         audio_s = sum(len(j.samples) for j in batch) / SAMPLE_RATE
         self._batch_sizes[len(batch)] += 1
         self._batch_audio_s.append(audio_s)
@@ -157,7 +139,7 @@ class AsrDeployment:
         self._metrics["batch_audio"].observe(audio_s)
         t0 = time.perf_counter()
 
-        def run(jobs: list[_Job]) -> list[AsrResult]:
+        def run(jobs: list[QueuedSegment]) -> list[AsrResult]:
             return self.engine.transcribe_batch([j.samples for j in jobs], [j.options for j in jobs])
 
         try:

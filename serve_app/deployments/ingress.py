@@ -17,7 +17,7 @@ from serve_app.config import AccessArgs, JobsArgs, LimitsArgs, QuotaArgs, Realti
 from serve_app.contracts import ServedModel
 from serve_app.jobs import JobStore
 from serve_app.keys import KeyRing
-from serve_app.pipeline import Pipeline
+from serve_app.stages import Stages
 
 logger = logging.getLogger("ray.serve")
 
@@ -34,7 +34,7 @@ logger = logging.getLogger("ray.serve")
 class Ingress:
     def __init__(
         self,
-        stages: dict[str, DeploymentHandle],
+        stages: Stages,
         served: ServedModel,
         limits: LimitsArgs,
         retry: RetryArgs,
@@ -53,10 +53,11 @@ class Ingress:
         if removed := remove_stale_incoming(storage.data_dir):
             logger.info("removed %d partial uploads left in uploads/.incoming by a crash", removed)
         self._ctx = ApiContext(
-            pipeline=Pipeline(stages["decode"], stages["vad"], stages["asr"], stages["post"], retry),
+            pipeline=stages.pipeline(retry),
+            stages=stages,
             served=served,
             limits=limits,
-            streaming=stages["streaming"],
+            streaming=_required(stages.streaming, "Streaming"),
             realtime=realtime,
             jobs=jobs,
             store=JobStore.open(storage.database),
@@ -70,6 +71,12 @@ class Ingress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(self._ctx)
+
+
+def _required(handle: DeploymentHandle | None, name: str) -> DeploymentHandle:
+    if handle is None:
+        raise ValueError(f"the Ingress needs the {name} stage")
+    return handle
 
 
 def _http_host() -> str | None:

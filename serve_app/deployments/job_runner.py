@@ -11,28 +11,26 @@ import dataclasses
 from typing import Any
 
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
 from serve_app.config import JobsArgs, RetryArgs, StorageArgs
 from serve_app.deployments.common import logger, replica_info
 from serve_app.engines.decode import probe_duration
 from serve_app.jobs import JobStore
+from serve_app.jobs.housekeeping import HOUSEKEEPING_S, Swept, housekeep
 from serve_app.jobs.worker import JobWorker
-from serve_app.pipeline import Pipeline
-
-HOUSEKEEPING_S = 3600.0
+from serve_app.stages import Stages
 
 
 @serve.deployment(name="JobRunner", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16)
 class JobRunnerDeployment:
     # Async, so the worker loops start on the replica's event loop (Serve awaits it).
     async def __init__(  # type: ignore[misc]
-        self, stages: dict[str, DeploymentHandle], retry: RetryArgs, jobs: JobsArgs, storage: StorageArgs
+        self, stages: Stages, retry: RetryArgs, jobs: JobsArgs, storage: StorageArgs
     ) -> None:
         storage.data_dir.mkdir(parents=True, exist_ok=True)
         self.storage = storage
         self.store = JobStore.open(storage.database)
-        pipeline = Pipeline(stages["decode"], stages["vad"], stages["asr"], stages["post"], retry)
+        pipeline = stages.pipeline(retry)
         info = replica_info()
         self.worker = JobWorker(
             self.store,
@@ -51,21 +49,11 @@ class JobRunnerDeployment:
         logger.info("job runner %s ready (%d files at a time)", self.worker.worker_id, jobs.concurrency)
 
     async def _housekeeping(self) -> None:
-        from serve_app.jobs.audio import remove_audio
-
         while not self._stop.is_set():
-            s = self.storage
             try:
-                if s.history_retention_days > 0:
-                    await asyncio.to_thread(self.store.history.purge, s.history_retention_days)
-                if s.job_retention_days > 0:
-                    for deleted in await asyncio.to_thread(
-                        self.store.purge_jobs, s.job_retention_days * 86400
-                    ):
-                        remove_audio(s.data_dir, deleted.unreferenced_paths)
-                remove_audio(
-                    s.data_dir, await asyncio.to_thread(self.store.delete_unreferenced_uploads, 86400)
-                )
+                swept = await asyncio.to_thread(housekeep, self.store, self.storage)
+                if swept != Swept():
+                    logger.info("job runner: housekeeping removed %s", swept)
             except Exception:
                 logger.exception("job runner: housekeeping failed; trying again in an hour")
             try:

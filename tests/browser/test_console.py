@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
@@ -142,18 +143,37 @@ def test_status_page(browser: Any, local_app: str) -> None:
         20,
         lambda: browser.find_element(By.ID, "status").text,
     )
-    assert browser.find_element(By.ID, "s-body").text.strip()
+    # The page shows what /v1/status says: its sections, the served model names and each
+    # stage of the graph with its replicas.
+    status = httpx.get(f"{local_app}/v1/status", timeout=30).json()
+    body = browser.find_element(By.ID, "s-body")
+    terms = [dt.text for dt in body.find_elements(By.CSS_SELECTOR, "dl.facts > dt")]
+    assert terms == [k.replace("_", " ") for k in status], (terms, list(status))
+    models = body.find_element(By.CSS_SELECTOR, "dd[data-key=models]").text
+    for name in status["models"]["asr"]["names"]:
+        assert name in models, (name, models)
+    serve_text = body.find_element(By.CSS_SELECTOR, "dd[data-key=serve]").text
+    stages = status["serve"]["deployments"]
+    assert {"ASR", "Decode", "VAD", "Ingress"} <= set(stages), stages
+    for stage in stages:
+        assert stage in serve_text, (stage, serve_text)
     screenshot(browser, "status", dark=True)
 
 
-def test_language_switch(browser: Any, local_app: str) -> None:
+def test_language_switch(browser: Any, local_app: str, beckett_wav: Path) -> None:
     open_console(browser, local_app, "transcribe")
+    browser.find_element(By.ID, "t-files").send_keys(str(beckett_wav))
+    card = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "#t-results .card"), 10, "a card")
+    wait_for(lambda: card.get_attribute("data-state") == "done", 120, lambda: card.text)
     Select(browser.find_element(By.ID, "ui-lang")).select_by_value("zh")
     nav = browser.find_element(By.CSS_SELECTOR, "header nav a[href='#transcribe']")
     assert nav.text == "转写", nav.text
     assert browser.execute_script("return document.documentElement.lang") == "zh-CN"
-    for status in browser.find_elements(By.CSS_SELECTOR, "#t-results .card[data-state=done] .status"):
-        assert status.text.startswith("完成"), status.text  # messages shown earlier follow the switch
+    # Messages shown before the switch follow it (the card of the file transcribed above).
+    done = browser.find_elements(By.CSS_SELECTOR, "#t-results .card[data-state=done] .status")
+    assert done, browser.find_element(By.ID, "t-results").get_attribute("innerHTML")[:2000]
+    for status in done:
+        assert status.text.startswith("完成"), status.text
     screenshot(browser, "transcribe-zh")
     Select(browser.find_element(By.ID, "ui-lang")).select_by_value("en")
     assert nav.text == "Transcribe"

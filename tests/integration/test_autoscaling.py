@@ -90,7 +90,7 @@ def test_asr_scales_on_queued_audio_and_back(
         # After the burst: back to one replica.
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and asr_replicas("autoscale") != {"RUNNING": 1}:
-            time.sleep(1)
+            time.sleep(0.5)
         assert asr_replicas("autoscale") == {"RUNNING": 1}
         # And it still answers.
         assert (

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import ray
 from ray import serve
+from ray.util.state import list_actors
 
 from tests.integration.conftest import ServeCluster
 from tests.support import SENTENCES, funasr_args, post_concurrently
@@ -84,9 +86,15 @@ def test_two_half_gpu_replicas_pack_and_a_third_waits(
                 states = {str(k): v for k, v in status.deployments["ASR"].replica_states.items()}
                 if states.get("RUNNING") == 2:
                     break
-            time.sleep(1)
+            time.sleep(0.2)
         assert states.get("RUNNING") == 2, states
-        time.sleep(5)  # the third stays pending: there is no GPU share left for it
+        # The third waits for a GPU share that is not there: its actor is created but cannot be
+        # placed (PENDING_CREATION) while the two running ones hold the whole fake GPU. Checked
+        # as a state, not by waiting a while and seeing it still pending.
+        actors = list_actors(filters=[("class_name", "=", "ServeReplica:gpupack:ASR")])
+        by_state = sorted(a.state for a in actors if a.state != "DEAD")
+        assert by_state == ["ALIVE", "ALIVE", "PENDING_CREATION"], by_state
+        assert ray.available_resources().get("GPU", 0.0) < 0.5, ray.available_resources()
         status = serve.status().applications["gpupack"]
         states = {str(k): v for k, v in status.deployments["ASR"].replica_states.items()}
         assert states.get("RUNNING") == 2 and sum(states.values()) == 3, states

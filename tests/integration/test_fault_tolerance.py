@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from ray import serve
 
+from serve_app.contracts import SAMPLE_RATE, AsrOptions, Segmentation, SpeechSegment
 from tests.integration.conftest import ServeCluster
 from tools.local_serve import app_config
 
@@ -59,8 +61,22 @@ def kill_under_load(url: str, audio: bytes, stage: str, clients: int = 8) -> dic
                 state["inside_asr"] = inside
                 break
             await asyncio.sleep(0.05)
+        raw = None
+        if stage == "asr":
+            # The control, at no extra cost: one call straight to the ASR replica, without the
+            # pipeline and its retry, queued behind the clients' segments when the replica dies.
+            # It must fail: a kill that lost nothing in flight would prove nothing above.
+            noise = np.random.default_rng(0).uniform(-0.1, 0.1, 10 * SAMPLE_RATE).astype(np.float32)
+            raw = asr.transcribe.remote(Segmentation(10.0, [SpeechSegment(0.0, 10.0, noise)]), AsrOptions())
+            await asyncio.sleep(0.5)  # it reaches the replica, behind the clients' segments
         os.kill(int(str(before["pid"])), signal.SIGKILL)
         state["killed_at"] = time.monotonic()
+        if raw is not None:
+            try:
+                await asyncio.wait_for(raw, 120)
+                state["raw_call"] = "answered"
+            except Exception as e:  # Ray's actor-died error, wrapped or not
+                state["raw_call"] = type(e).__name__
         done_at_kill = len(codes)
         # Until the replacement answered, and 8 more requests finished after the kill.
         while time.monotonic() < deadline + 180:
@@ -104,6 +120,8 @@ def test_killing_a_stage_replica_under_8_way_load_fails_no_request(
     assert out["after"]["replica"] != out["before"]["replica"]  # type: ignore[index]
     if stage == "asr":
         assert int(str(out["inside_asr"])) >= 4
+        # The control: the same kill fails a call that has no retry (see kill_under_load).
+        assert out["raw_call"] != "answered", out["raw_call"]
     assert codes and set(codes) == {200}, (
         f"{codes.count(200)} of {len(codes)} answered 200: {sorted(set(codes))}"
     )

@@ -279,9 +279,15 @@ def test_cancel_mid_job_keeps_results_and_stops_the_rest(
     cancelled = httpx.post(f"{url}/v1/jobs/{job['id']}/cancel", timeout=30).json()
     assert cancelled["state"] == "cancelled" and cancelled["files"]["cancelled"] >= 1, cancelled
     before = {f["id"]: (f["state"], f["progress_s"]) for f in files_of(url, job["id"])}
-    time.sleep(5)
+    # Instead of waiting a while to see nothing happen: a job made after the cancel is worked on
+    # to its end; a cancelled file that was still going to be claimed or written would have been
+    # by then (the queue is first come, first served), and the runner holds none of them.
+    later = httpx.post(f"{url}/v1/jobs", files=[clips[0]], timeout=120).json()
+    assert wait_for(url, later["id"])["state"] == "completed"
     after = {f["id"]: (f["state"], f["progress_s"]) for f in files_of(url, job["id"])}
     assert before == after, "a cancelled job went on"
+    in_flight = serve.get_deployment_handle("JobRunner", app_name="jobs").stats.remote().result(timeout_s=30)
+    assert not set(in_flight["in_flight"]) & set(before), in_flight
     done = [f for f in files_of(url, job["id"]) if f["state"] == "done"]
     assert (
         done

@@ -10,21 +10,20 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from serve_app.api import ApiContext, create_app
+from serve_app.api import create_app
 from serve_app.api.auth import SUBPROTOCOL_PREFIX, open_warning, presented_key, route_path
 from serve_app.api.origins import HostPolicy
 from serve_app.cli import main as cli
-from serve_app.config import JobsArgs, LimitsArgs, RealtimeArgs, RetryArgs, Settings
-from serve_app.contracts import ServedModel
+from serve_app.config import Settings
 from serve_app.jobs import JobStore
 from serve_app.keys import KEY_PREFIX, ApiKey, KeyRing, generate_key, hash_key, new_key
-from serve_app.pipeline import Pipeline
+from tests.unit.stand_ins import api_context
 
 ALICE, BOB, ROOT = "fsk_alice-key", "fsk_bob-key", "fsk_root-key"
 RING = KeyRing(
@@ -174,18 +173,9 @@ def store(tmp_path: Path) -> Iterator[JobStore]:
 @pytest.fixture
 def make_client(store: JobStore, tmp_path: Path) -> AppFactory:
     def make(keys: KeyRing = RING, root_path: str = "") -> TestClient:
-        nothing = cast(Any, None)  # no stage is called by the routes these tests use
-        ctx = ApiContext(
-            pipeline=Pipeline(nothing, nothing, nothing, nothing, RetryArgs()),
-            served=ServedModel(names=["whisper-1"], language="en", languages=["en"]),
-            limits=LimitsArgs(),
-            streaming=nothing,
-            realtime=RealtimeArgs(idle_timeout_s=5),  # a route left waiting fails fast
-            jobs=JobsArgs(),
+        ctx = api_context(
+            tmp_path,
             store=store,
-            data_dir=tmp_path,
-            input_dir=None,
-            history=True,
             keys=keys,
             hosts=HostPolicy.build("127.0.0.1", "testserver"),  # the name TestClient sends
         )

@@ -1,19 +1,24 @@
-"""Every shipped Serve config validates against Serve's schema and our PipelineArgs, and
-names deployments the graph actually has."""
+"""Every shipped Serve config validates against Serve's schema and our models (``PipelineArgs``
+for ``args``, the strict ``BatchConfig`` for the ASR ``user_config``) and names deployments the
+graph actually has; the checker itself refuses a misspelt key."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from ray.serve.schema import ServeDeploySchema
+from pydantic import ValidationError
+from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
 
-from serve_app.config import PipelineArgs
+from serve_app.config import BatchConfig, PipelineArgs
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 STAGES = {"Ingress", "Decode", "VAD", "ASR", "Postprocess", "Streaming", "JobRunner"}
+RECONFIGURABLE = {"ASR": BatchConfig}
+"""The deployments that take a ``user_config``, and its model."""
 
 
 def serve_configs() -> dict[str, dict[str, Any]]:
@@ -26,22 +31,63 @@ def serve_configs() -> dict[str, dict[str, Any]]:
     return out
 
 
+def check_app(app: ServeApplicationSchema) -> None:
+    """What a deploy of ``app`` would refuse, raised here instead."""
+    assert app.import_path == "serve_app.app:build_app"
+    PipelineArgs.model_validate(app.args)
+    names = {d.name for d in app.deployments}
+    assert names <= STAGES, names - STAGES
+    for d in app.deployments:
+        user_config = d.model_dump(exclude_unset=True).get("user_config")
+        if user_config is None:
+            continue
+        model = RECONFIGURABLE.get(d.name)
+        assert model is not None, f"{d.name} takes no user_config"
+        model.model_validate(user_config)
+
+
+def gpu_share_per_card(app: dict[str, Any]) -> float:
+    """GPU fractions the fixed-size deployments of ``app`` ask for together."""
+    total = 0.0
+    for d in app["deployments"]:
+        gpus = float(d.get("ray_actor_options", {}).get("num_gpus", 0))
+        total += gpus * int(d.get("num_replicas", 1))
+    return total
+
+
 @pytest.mark.parametrize("name", list(serve_configs()))
 def test_config_is_valid(name: str) -> None:
-    config = ServeDeploySchema.model_validate(serve_configs()[name])
-    for app in config.applications:
-        assert app.import_path == "serve_app.app:build_app"
-        PipelineArgs.model_validate(app.args)
-        assert {d.name for d in app.deployments} <= STAGES
+    for app in ServeDeploySchema.model_validate(serve_configs()[name]).applications:
+        check_app(app)
 
 
-def test_gpu_config_packs_two_asr_replicas_and_streaming_on_one_card() -> None:
-    app = serve_configs()["gpu-24gb.yaml"]["applications"][0]
-    by_name = {d["name"]: d for d in app["deployments"]}
-    asr, streaming = by_name["ASR"], by_name["Streaming"]
-    gpus = (
-        asr["num_replicas"] * asr["ray_actor_options"]["num_gpus"]
-        + streaming["ray_actor_options"]["num_gpus"]
-    )
-    assert asr["num_replicas"] == 2 and gpus <= 1.0, gpus
-    assert app["args"]["asr"]["engine"] == "funasr" and app["args"]["postprocess"]["punc_model"] == "ct-punc"
+@pytest.mark.parametrize(
+    "break_it",
+    [
+        pytest.param(lambda d: d.update(max_batch_cout=8), id="misspelt-batch-key"),
+        pytest.param(lambda d: d.update(max_batch_count=0), id="batch-count-zero"),
+        pytest.param(lambda d: d.update(min_fill=1.5), id="fill-over-one"),
+    ],
+)
+def test_a_bad_user_config_is_refused(break_it: Any) -> None:
+    config = copy.deepcopy(serve_configs()["local.yaml"])
+    asr = next(d for d in config["applications"][0]["deployments"] if d["name"] == "ASR")
+    break_it(asr["user_config"])
+    (app,) = ServeDeploySchema.model_validate(config).applications
+    with pytest.raises(ValidationError):
+        check_app(app)
+
+
+def test_user_config_on_a_stage_without_reconfigure_is_refused() -> None:
+    config = copy.deepcopy(serve_configs()["local.yaml"])
+    vad = next(d for d in config["applications"][0]["deployments"] if d["name"] == "VAD")
+    vad["user_config"] = {"max_batch_count": 4}
+    (app,) = ServeDeploySchema.model_validate(config).applications
+    with pytest.raises(AssertionError, match="VAD takes no user_config"):
+        check_app(app)
+
+
+def test_gpu_config_fits_one_card() -> None:
+    # gpu-24gb.yaml promises one card: every fixed replica's GPU share together must fit it.
+    (app,) = serve_configs()["gpu-24gb.yaml"]["applications"]
+    assert 0 < gpu_share_per_card(app) <= 1.0, gpu_share_per_card(app)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
+import pkgutil
 
 import pytest
 
@@ -56,26 +58,72 @@ def test_bad_format_is_400() -> None:
     assert e.value.status_code == 400
 
 
-@pytest.mark.parametrize(
-    ("cls", "status"),
-    [
-        (errors.InvalidRequest, 400),
-        (errors.UnsupportedAudio, 415),
-        (errors.PayloadTooLarge, 413),
-        (errors.ModelNotFound, 404),
-        (errors.Overloaded, 429),
-        (errors.NotReady, 503),
-        (errors.InternalError, 500),
-    ],
-)
-def test_error_shape(cls: type[errors.ServeError], status: int) -> None:
+# The answer every error class gives: (HTTP status, ``error.type``, has ``Retry-After``). A new
+# ``ServeError`` anywhere under ``serve_app`` fails test_every_error_class_is_listed until it is
+# added here, with the answer it is meant to give.
+EXPECTED: dict[str, tuple[int, str, bool]] = {
+    "ServeError": (500, "server_error", False),
+    "InvalidRequest": (400, "invalid_request_error", False),
+    "InvalidCursor": (400, "invalid_request_error", False),
+    "UploadMissing": (400, "upload_missing", False),
+    "Unauthorized": (401, "invalid_api_key", False),
+    "Forbidden": (403, "forbidden", False),
+    "NotFound": (404, "not_found", False),
+    "ModelNotFound": (404, "model_not_found", False),
+    "JobNotFound": (404, "not_found", False),
+    "FileNotFound": (404, "not_found", False),
+    "HistoryNotFound": (404, "not_found", False),
+    "FileChanged": (409, "file_changed", False),
+    "SessionLost": (410, "session_lost", False),
+    "PayloadTooLarge": (413, "payload_too_large", False),
+    "PayloadTooLargeForJob": (413, "payload_too_large", False),
+    "UnsupportedAudio": (415, "unsupported_audio", False),
+    "Overloaded": (429, "overloaded", True),
+    "QuotaExceeded": (429, "quota_exceeded", True),
+    "TooManyStreams": (429, "overloaded", True),
+    "SocketLimitReached": (429, "too_many_sockets", True),
+    "OwnerSocketLimitReached": (429, "too_many_sockets_for_owner", True),
+    "BufferFull": (429, "buffer_full", True),
+    "TooFast": (429, "too_fast", False),
+    "ModelUnavailable": (500, "model_unavailable", False),
+    "InternalError": (500, "server_error", False),
+    "NotReady": (503, "not_ready", False),
+}
+
+
+def error_classes() -> list[type[errors.ServeError]]:
+    """Every ``ServeError`` subclass defined under ``serve_app`` (each module imported)."""
+    import serve_app
+
+    for info in pkgutil.walk_packages(serve_app.__path__, "serve_app."):
+        if ".migrations" not in info.name:
+            importlib.import_module(info.name)
+    found, todo = [], [errors.ServeError]
+    while todo:
+        cls = todo.pop()
+        if cls.__module__.startswith("serve_app."):
+            found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_error_class_is_listed() -> None:
+    names = {c.__name__ for c in error_classes()}
+    assert names == set(EXPECTED), f"unlisted: {names - set(EXPECTED)}; gone: {set(EXPECTED) - names}"
+
+
+@pytest.mark.parametrize("cls", error_classes(), ids=lambda c: c.__name__)
+def test_error_shape(cls: type[errors.ServeError]) -> None:
+    status, type_, retry = EXPECTED[cls.__name__]
     err = pickle.loads(pickle.dumps(cls("boom happened")))  # crosses actor boundaries
+    assert type(err) is cls and err.message == "boom happened"
     resp = error_response(err, "req-1")
     assert resp.status_code == status
     assert json.loads(bytes(resp.body)) == {
-        "error": {"type": cls.type, "message": "boom happened", "request_id": "req-1"}
+        "error": {"type": type_, "message": "boom happened", "request_id": "req-1"}
     }
-    assert ("retry-after" in resp.headers) == (status == 429)
+    assert resp.headers["x-request-id"] == "req-1"
+    assert ("retry-after" in resp.headers) == retry, dict(resp.headers)
 
 
 def test_unexpected_errors_hide_internals() -> None:

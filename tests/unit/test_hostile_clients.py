@@ -14,7 +14,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -24,12 +24,11 @@ from serve_app.api import ApiContext, create_app
 from serve_app.api.origins import HostPolicy
 from serve_app.api.uploads import remove_stale_incoming
 from serve_app.cli import main as cli
-from serve_app.config import JobsArgs, LimitsArgs, QuotaArgs, RealtimeArgs, RetryArgs
-from serve_app.contracts import ServedModel
+from serve_app.config import JobsArgs, LimitsArgs, QuotaArgs
 from serve_app.exports import UniqueNames, csv_text, safe_stem
 from serve_app.jobs import JobOptions, JobStore, NewFile, Window
 from serve_app.keys import KeyRing
-from serve_app.pipeline import Pipeline
+from tests.unit.stand_ins import api_context
 from tests.unit.test_api_keys import ALICE, BOB, RING, ROOT, bearer
 
 WAV = b"RIFF" + os.urandom(2000)  # content; nothing here decodes it
@@ -55,18 +54,11 @@ def make_ctx(store: JobStore, tmp_path: Path) -> Callable[..., ApiContext]:
         quotas: QuotaArgs | None = None,
         hosts: HostPolicy | None = None,
     ) -> ApiContext:
-        nothing = cast(Any, None)  # no stage is called by the routes these tests use
-        return ApiContext(
-            pipeline=Pipeline(nothing, nothing, nothing, nothing, RetryArgs()),
-            served=ServedModel(names=["whisper-1"], language="en", languages=["en"]),
+        return api_context(
+            tmp_path / "data",
             limits=limits or LimitsArgs(),
-            streaming=nothing,
-            realtime=RealtimeArgs(idle_timeout_s=5),
             jobs=jobs or JobsArgs(),
             store=store,
-            data_dir=tmp_path / "data",
-            input_dir=None,
-            history=True,
             keys=keys,
             quotas=quotas or QuotaArgs(),
             hosts=hosts or HostPolicy.build("127.0.0.1"),

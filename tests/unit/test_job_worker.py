@@ -13,6 +13,7 @@ import pytest
 
 from serve_app.config import JobsArgs
 from serve_app.contracts import AudioSource, TranscribeOptions, Transcript, TranscriptSegment
+from serve_app.errors import InternalError, Overloaded, UnsupportedAudio
 from serve_app.jobs import FileState, JobOptions, JobStore, NewFile, upgrade
 from serve_app.jobs.worker import JobWorker
 
@@ -109,3 +110,90 @@ def test_audio_is_capped_by_decoded_seconds_when_the_header_says_nothing(tmp_pat
     state, error = only_file(store)
     assert state is FileState.FAILED and error and "longer than" in error, error
     assert len(reader.read) == 3, f"{len(reader.read)} windows of 60 s read for a 150 s limit"
+
+
+# --- what the worker does with each kind of failure (a stand-in pipeline that raises) --------
+
+
+class Failing(Reader):
+    """Raises ``errors`` in turn, one per window asked for, then reads as ``Reader`` does."""
+
+    def __init__(self, *errors: BaseException, length_s: float | None = 30.0) -> None:
+        super().__init__(length_s)
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self, source: AudioSource, opts: TranscribeOptions) -> Transcript:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return await super().__call__(source, opts)
+
+
+def worker_for(store: JobStore, tmp_path: Path, reader: Reader, lease_s: float = 30) -> JobWorker:
+    args = JobsArgs(window_s=60, lease_s=lease_s)
+    return JobWorker(store, reader, args, tmp_path, "w", probe_duration=lambda p: None)
+
+
+def test_a_client_error_fails_the_file_with_its_reason(tmp_path: Path) -> None:
+    store, _, _ = setup(tmp_path, b"RIFF a recording")
+    reader = Failing(UnsupportedAudio("the file has no audio stream"))
+    worker = worker_for(store, tmp_path, reader)
+    claim = store.claim("w", 30)
+    assert claim is not None
+    asyncio.run(worker.process(claim))
+    assert only_file(store) == (FileState.FAILED, "the file has no audio stream")
+    assert worker.stats.files_failed == 1 and reader.calls == 1  # never retried
+    assert store.claim("w", 30) is None
+
+
+def test_a_server_error_hands_the_file_back_for_another_attempt(tmp_path: Path) -> None:
+    store, _, _ = setup(tmp_path, b"RIFF a recording")
+    reader = Failing(InternalError("a stage is down"))
+    worker = worker_for(store, tmp_path, reader)
+    first = store.claim("w", 30)
+    assert first is not None
+    asyncio.run(worker.process(first))
+    assert only_file(store) == (FileState.PENDING, "a stage is down")
+    assert worker.stats.files_failed == 0
+    again = store.claim("w", 30)  # the next attempt, by any worker
+    assert again is not None and again.attempt == first.attempt + 1
+    asyncio.run(worker.process(again))
+    assert only_file(store)[0] is FileState.DONE
+
+
+def test_an_overloaded_server_is_backed_off_and_the_file_ends_done(tmp_path: Path) -> None:
+    store, _, _ = setup(tmp_path, b"RIFF a recording")
+    busy = Overloaded("the ASR queue is full")
+    busy.retry_after_s = 0.01
+    reader = Failing(busy, busy)
+    worker = worker_for(store, tmp_path, reader)
+    claim = store.claim("w", 30)
+    assert claim is not None
+    asyncio.run(worker.process(claim))
+    assert only_file(store) == (FileState.DONE, None)
+    assert worker.stats.backoffs == 2 and reader.calls == 3, (worker.stats, reader.calls)
+    assert claim.attempt == 1 and worker.stats.files_failed == 0  # no attempt spent on it
+
+
+@pytest.mark.timeout(60)
+def test_a_lost_renewal_cancels_the_work_on_the_file(tmp_path: Path) -> None:
+    store, _, _ = setup(tmp_path, b"RIFF a recording")
+    cancelled = asyncio.Event()
+
+    class Hanging(Reader):
+        async def __call__(self, source: AudioSource, opts: TranscribeOptions) -> Transcript:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            raise AssertionError("unreachable")
+
+    worker = worker_for(store, tmp_path, Hanging(), lease_s=5)  # renewed every 5/3 s
+    claim = store.claim("w", 5)
+    assert claim is not None
+    store.cancel_job(store.list_jobs().items[0].id)  # the next renewal finds the claim gone
+    asyncio.run(worker.process(claim))
+    assert cancelled.is_set(), "the work on the file went on after its claim was lost"
+    assert worker.stats.lost_claims == 1 and worker.current == {}

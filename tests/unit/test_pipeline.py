@@ -20,6 +20,7 @@ from serve_app.config import RetryArgs
 from serve_app.contracts import (
     AudioSource,
     DecodedAudio,
+    Priority,
     Segmentation,
     SpeechSegment,
     TranscribeOptions,
@@ -314,3 +315,60 @@ def test_death_classification() -> None:
         RayTaskError("ASR", "tb", errors.UnsupportedAudio("x")).as_instanceof_cause(),
     ):
         assert replica_death(not_its_fault) is None, not_its_fault
+
+
+# --- the windowed path: every window of a request reaches ASR with its priority, under one key
+
+
+class StreamingVad:
+    """A stand-in VAD whose ``options(stream=True).stream.remote(audio)`` yields ``windows``
+    segmentations of one second each, as the VAD streams a long recording."""
+
+    def __init__(self, windows: int) -> None:
+        self.windows = windows
+        self.stream = self
+
+    def options(self, **_: Any) -> StreamingVad:
+        return self
+
+    def remote(self, audio: Any) -> Any:
+        async def gen() -> Any:
+            for i in range(self.windows):
+                samples = np.zeros(16000, np.float32)
+                yield Segmentation(1.0, [SpeechSegment(float(i), i + 1.0, samples)], offset_s=float(i))
+
+        return gen()
+
+
+def test_every_window_reaches_asr_with_the_requests_priority_and_one_key() -> None:
+    seen: list[tuple[float, Priority, str]] = []
+
+    def asr_answer(_: int, seg: Segmentation, options: Any, priority: Priority, key: str) -> Transcript:
+        seen.append((seg.offset_s, priority, key))
+        return Transcript(language="en", duration_s=seg.duration_s, segments=[], offset_s=seg.offset_s)
+
+    asr = Stage(asr_answer)
+    post_got: list[Transcript] = []
+
+    def post_answer(_: int, t: Transcript, options: Any) -> Transcript:
+        post_got.append(t)
+        return t
+
+    post = Stage(post_answer)
+    decode, vad, asr_h, post_h = (
+        cast(DeploymentHandle, x) for x in (Stage(lambda n, s: s), StreamingVad(3), asr, post)
+    )
+    p = Pipeline(decode, vad, asr_h, post_h, RetryArgs())
+    batch = TranscribeOptions(priority=Priority.BATCH)
+
+    async def two_requests() -> None:
+        await p.transcribe_samples(np.zeros(48000, np.float32), batch)
+        await p.transcribe_samples(np.zeros(48000, np.float32), TranscribeOptions())
+
+    asyncio.run(two_requests())
+    first, second = seen[:3], seen[3:]
+    assert [w[0] for w in first] == [0.0, 1.0, 2.0], seen  # every window, in order
+    assert {w[1] for w in first} == {Priority.BATCH} and {w[1] for w in second} == {Priority.INTERACTIVE}
+    assert len({w[2] for w in first}) == 1 and len({w[2] for w in second}) == 1, seen  # one line each
+    assert first[0][2] != second[0][2], "two requests shared one line of the ASR queue"
+    assert len(post_got) == 2 and post_got[0].duration_s == 3.0, post_got  # merged, then postprocessed

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -29,15 +29,14 @@ from serve_app.api.realtime_events import (
     TranscriptionSessionUpdate,
     parse_client_event,
 )
-from serve_app.config import JobsArgs, LimitsArgs, RealtimeArgs, RetryArgs
-from serve_app.contracts import ServedModel
-from serve_app.pipeline import Pipeline
+from serve_app.config import RealtimeArgs
 from serve_app.realtime.capacity import (
     BufferFull,
     OwnerSocketLimitReached,
     SocketLimitReached,
     SocketRegistry,
 )
+from tests.unit.stand_ins import api_context
 
 # ------------------------------------------------------------------ the registry
 
@@ -204,17 +203,11 @@ def make_app(tmp_path: Path) -> Iterator[Factory]:
     with ExitStack() as stack:
 
         def make(**realtime: Any) -> tuple[TestClient, ApiContext]:
-            nothing = cast(Any, None)  # no stage is called: no stream here reaches its end
-            ctx = ApiContext(
-                pipeline=Pipeline(nothing, nothing, nothing, nothing, RetryArgs()),
-                served=ServedModel(names=["whisper-1"], language="en", languages=["en"]),
-                limits=LimitsArgs(),
-                streaming=cast(Any, FakeStreaming()),
+            # No stage but Streaming is called: no stream here reaches its end.
+            ctx = api_context(
+                tmp_path,
+                streaming=FakeStreaming(),
                 realtime=RealtimeArgs(idle_timeout_s=5, **realtime),  # a hung socket fails fast
-                jobs=JobsArgs(),
-                store=None,
-                data_dir=tmp_path,
-                input_dir=None,
                 history=False,
             )
             # One portal (event loop) for every socket of the test, as one replica has.

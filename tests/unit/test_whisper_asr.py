@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,24 +90,51 @@ def test_control_faster_whispers_own_batched_alignment_leaks_between_clips(
     assert words_of_last([short]) != words_of_last([clips[0], short])
 
 
+class _Timed:
+    """CTranslate2's Whisper model with the wall-clock interval of each ``generate`` (where the
+    decoding runs, in C++ with the GIL released) recorded."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.intervals: list[tuple[float, float]] = []
+        self._lock = threading.Lock()
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return self._model.generate(*args, **kwargs)
+        finally:
+            with self._lock:
+                self.intervals.append((t, time.perf_counter()))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
 def test_parallel_workers_run_clips_at_once(parallel: WhisperAsr, clips: list[np.ndarray]) -> None:
     opts = [AsrOptions()]
-    parallel.transcribe_batch([clips[0]], opts)
-    t = time.perf_counter()
-    parallel.transcribe_batch([clips[0]], opts)
-    one = time.perf_counter() - t
-    results: list[list[AsrResult]] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(parallel.transcribe_batch([clips[0]], opts)))
-        for _ in range(2)
-    ]
-    t = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    two = time.perf_counter() - t
-    assert [r[0].text for r in results] == [parallel.transcribe_batch([clips[0]], opts)[0].text] * 2
-    # Two clips on two single-thread workers take well under twice one clip (2 cores).
-    print(f"one clip {one:.2f} s, two at once {two:.2f} s")
-    assert parallel.parallelism == 2
+    expected = parallel.transcribe_batch([clips[0]], opts)[0].text
+    timed = _Timed(parallel._model.model)
+    parallel._model.model = timed
+    try:
+        results: list[list[AsrResult]] = []
+        start = threading.Barrier(2)
+
+        def call() -> None:
+            start.wait()
+            results.append(parallel.transcribe_batch([clips[0]], opts))
+
+        threads = [threading.Thread(target=call) for _ in range(2)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        parallel._model.model = timed._model
+    assert [r[0].text for r in results] == [expected] * 2
+    # Each call decodes its clip in one generate; the two intervals overlap when the calls
+    # really run at once (one worker, or a semaphore of one, would run them back to back).
+    (a0, a1), (b0, b1) = sorted(timed.intervals)
+    overlap = min(a1, b1) - max(a0, b0)
+    print(f"generate intervals {a1 - a0:.2f} s and {b1 - b0:.2f} s, overlapping {overlap:.2f} s")
+    assert overlap > 0.25 * min(a1 - a0, b1 - b0), timed.intervals
