@@ -31,7 +31,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from serve_app.api.context import ApiContext
 from serve_app.api.protocol import FunasrConfig
 from serve_app.api.realtime_sockets import after_socket, open_slot
-from serve_app.errors import InvalidRequest, Overloaded, PayloadTooLarge, ServeError
+from serve_app.errors import InvalidRequest, Overloaded, PayloadTooLarge, ServeError, TooFast
 from serve_app.realtime.audio import Budget, Pcm16Stream
 from serve_app.realtime.session import (
     Event,
@@ -40,7 +40,6 @@ from serve_app.realtime.session import (
     Partial,
     RealtimeSession,
     SessionOptions,
-    TooFast,
 )
 
 logger = logging.getLogger("ray.serve")
@@ -58,7 +57,7 @@ def close_code(err: ServeError) -> int:
     return next((code for cls, code in CLOSE_CODES.items() if isinstance(err, cls)), 1011)
 
 
-class Protocol(Exception):
+class ProtocolError(Exception):
     """A client that breaks the protocol: closed with ``code`` and ``reason``."""
 
     def __init__(self, code: int, reason: str) -> None:
@@ -162,9 +161,9 @@ class FunasrConnection:
         try:
             self.config = cfg = FunasrConfig.parse(data, self.ctx.limits)
         except ServeError as e:
-            raise Protocol(1007, f"bad configuration: {e.message}") from None
+            raise ProtocolError(1007, f"bad configuration: {e.message}") from None
         if not cfg.pcm and cfg.mode != "offline":
-            raise Protocol(
+            raise ProtocolError(
                 1003, f"wav_format {cfg.wav_format!r} needs mode offline; online and 2pass take PCM"
             )
         served = self.ctx.served
@@ -192,7 +191,7 @@ class FunasrConnection:
     async def finish(self, end: bool) -> None:
         session, cfg = self.session, self.config
         if session is None or cfg is None:
-            raise Protocol(1002, "send the JSON configuration first")
+            raise ProtocolError(1002, "send the JSON configuration first")
         if self.pcm is not None and cfg.pcm:
             session.push(self.pcm.push(b"", last=True))
 
@@ -209,9 +208,9 @@ class FunasrConnection:
     async def on_audio(self, data: bytes) -> None:
         session, cfg = self.session, self.config
         if session is None or cfg is None or self.pcm is None:
-            raise Protocol(1003, "audio before the JSON configuration; send the configuration first")
+            raise ProtocolError(1003, "audio before the JSON configuration; send the configuration first")
         if self.finishing is not None:
-            raise Protocol(
+            raise ProtocolError(
                 1002, "audio after is_speaking=false; send a new configuration to start another stream"
             )
         if cfg.pcm:
@@ -223,18 +222,18 @@ class FunasrConnection:
         try:
             data = json.loads(text)
         except ValueError:
-            raise Protocol(
+            raise ProtocolError(
                 1007,
                 "text frames must be JSON (the configuration or is_speaking); audio goes in binary frames",
             ) from None
         if not isinstance(data, dict):
-            raise Protocol(1007, "a text frame must be a JSON object")
+            raise ProtocolError(1007, "a text frame must be a JSON object")
         if self.config is None or "mode" in data:
             await self.start(data)
         elif data.get("is_speaking") is False or data.get("is_finished") is True:
             await self.finish(end=bool(data.get("is_end")))
         elif set(data) - {"is_speaking", "is_end", "is_finished"}:
-            raise Protocol(1007, f"unexpected keys {sorted(data)} in a control message")
+            raise ProtocolError(1007, f"unexpected keys {sorted(data)} in a control message")
 
     async def run(self) -> None:
         idle = self.ctx.realtime.idle_timeout_s
@@ -245,14 +244,14 @@ class FunasrConnection:
                 except TimeoutError:
                     if self.finishing is not None and not self.finishing.done():
                         continue  # the client waits for our answer (a long offline stream's)
-                    raise Protocol(1008, f"nothing received for {idle:.0f} s") from None
+                    raise ProtocolError(1008, f"nothing received for {idle:.0f} s") from None
                 if message["type"] == "websocket.disconnect":
                     break
                 if message.get("bytes") is not None:
                     await self.on_audio(message["bytes"])
                 elif message.get("text") is not None:
                     await self.on_text(message["text"])
-        except Protocol as p:
+        except ProtocolError as p:
             if self.config is not None:
                 await self.send(
                     {

@@ -39,20 +39,13 @@ from serve_app.contracts import (
     TranscribeOptions,
     Transcript,
 )
-from serve_app.errors import InternalError, PayloadTooLarge, ServeError
+from serve_app.errors import InternalError, PayloadTooLarge, ServeError, TooFast
 from serve_app.pipeline import Pipeline, as_serve_error
 from serve_app.realtime.audio import AudioBuffer, Budget, Unmetered
 
 logger = logging.getLogger("ray.serve")
 
 Mode = Literal["online", "offline", "2pass"]
-
-
-class TooFast(ServeError):
-    """The client sends audio faster than the server processes it, beyond the allowed backlog."""
-
-    status_code = 429
-    type = "too_fast"
 
 
 @dataclass(frozen=True)
