@@ -302,14 +302,14 @@ class OpenaiConnection:
 
     async def commit(self, event_id: str | None) -> None:
         session = await self.ensure_session()
-        if session.buffer.end_s - session._commit_from < 0.1:
+        if session.uncommitted_s < 0.1:
             await self.error(
                 "buffer too small: at least 100 ms of audio must be appended before a commit",
                 code="input_audio_buffer_commit_empty",
                 event_id=event_id,
             )
             return
-        item = self.item(session._utterance)
+        item = self.item(session.utterance)
         await self.committed(item)
 
         async def run() -> None:
