@@ -22,7 +22,7 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from serve_app.api import ApiContext, create_app
-from serve_app.api.realtime_events import (
+from serve_app.api.realtime.events import (
     AudioAppend,
     ClientError,
     SessionUpdate,

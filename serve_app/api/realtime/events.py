@@ -8,7 +8,7 @@ a ``ClientError`` whose ``param`` names the field that is wrong (``session``,
 Unknown keys are ignored (OpenAI adds fields over time: ``include``, ``noise_reduction``, ...);
 a field of the wrong type is an error, never a crash. What needs the served model (languages,
 prompt length, rates) is checked by the connection, which knows it
-(``serve_app.api.realtime_openai``).
+(``serve_app.api.realtime.openai``).
 """
 
 from __future__ import annotations
