@@ -26,6 +26,7 @@ from fastapi import APIRouter, WebSocket
 from serve_app.api.context import ApiContext
 from serve_app.api.realtime.common import Connection, ProtocolError, close_code, serve_socket
 from serve_app.api.realtime.events import (
+    OPENAI_RATE,
     AudioAppend,
     AudioClear,
     AudioCommit,
@@ -39,7 +40,7 @@ from serve_app.api.realtime.events import (
     parse_client_event,
 )
 from serve_app.errors import ServeError
-from serve_app.realtime.audio import SUPPORTED_RATES, Pcm16Stream
+from serve_app.realtime.audio import Pcm16Stream
 from serve_app.realtime.session import (
     Event,
     Failed,
@@ -53,7 +54,6 @@ from serve_app.realtime.session import (
 
 router = APIRouter(tags=["realtime"])
 
-OPENAI_RATE = 24000
 DEFAULT_TURN_DETECTION = {
     "type": "server_vad",
     "threshold": 0.5,
@@ -192,41 +192,17 @@ class OpenaiConnection(Connection):
 
     # -- client events --------------------------------------------------------------------------
 
-    def configure(self, session: Session | BetaSession | None) -> None:
-        """Apply a session update (either form); format changes only before the first audio."""
+    def configure(self, session: Session | BetaSession) -> None:
+        """Apply a session update (either form, its values checked by ``parse_client_event``);
+        the format and turn detection change only before the first audio."""
         if isinstance(session, BetaSession):
-            if session.input_audio_format not in (None, "pcm16"):
-                raise ClientError(
-                    f"input_audio_format {session.input_audio_format!r} is not supported; use 'pcm16' (24 kHz)",
-                    param="session.input_audio_format",
-                )
-            where = "session.input_audio_transcription"
+            rate = OPENAI_RATE
             transcription = session.input_audio_transcription
             turn_set, turn = "turn_detection" in session.model_fields_set, session.turn_detection
-            rate = OPENAI_RATE
         else:
-            session = session or Session()
-            if session.type != "transcription":
-                raise ClientError(
-                    "this server serves transcription sessions: session.type must be 'transcription'",
-                    param="session.type",
-                )
             audio_in = session.audio.input if session.audio else None
             fmt = audio_in.format if audio_in else None
-            rate = self.rate
-            if fmt is not None:
-                if fmt.type != "audio/pcm":
-                    raise ClientError(
-                        f"audio format {fmt.type!r} is not supported; use audio/pcm",
-                        param="session.audio.input.format",
-                    )
-                rate = OPENAI_RATE if fmt.rate is None else fmt.rate
-                if rate not in SUPPORTED_RATES:
-                    raise ClientError(
-                        f"rate {rate} is not supported; use {OPENAI_RATE}",
-                        param="session.audio.input.format.rate",
-                    )
-            where = "session.audio.input.transcription"
+            rate = self.rate if fmt is None else (fmt.rate or OPENAI_RATE)
             transcription = audio_in.transcription if audio_in else None
             turn_set = audio_in is not None and "turn_detection" in audio_in.model_fields_set
             turn = audio_in.turn_detection if audio_in else None
@@ -237,28 +213,9 @@ class OpenaiConnection(Connection):
                 "the audio format and turn detection are fixed once audio was sent",
                 code="invalid_session_update",
             )
-        if transcription is not None:
-            language = transcription.language
-            if language and language not in self.ctx.served.languages:
-                raise ClientError(
-                    f"language {language!r} is not one this model transcribes; allowed: {', '.join(self.ctx.served.languages)}",
-                    param=f"{where}.language",
-                )
-            prompt = transcription.prompt or None
-            if prompt and len(prompt) > self.ctx.limits.max_prompt_chars:
-                raise ClientError(
-                    f"prompt is longer than {self.ctx.limits.max_prompt_chars} characters",
-                    param=f"{where}.prompt",
-                )
-        if turn_set and turn is not None and turn.type not in ("server_vad", "semantic_vad"):
-            raise ClientError(
-                f"turn_detection type {turn.type!r} is not supported",
-                param=f"{where.rsplit('.', 1)[0]}.turn_detection.type",
-            )
-        # Checked in full first: a refused update changes nothing.
         self.rate = rate
         if transcription is not None:
-            self.language, self.prompt = transcription.language or None, transcription.prompt or None
+            self.language, self.prompt = transcription.language, transcription.prompt
         if turn_set:
             self.turn_detection = _turn(turn)
 
@@ -309,7 +266,7 @@ class OpenaiConnection(Connection):
         ``error`` event naming the field, and the session goes on."""
         event_id = data.get("event_id") if isinstance(data, dict) else None
         try:
-            event = parse_client_event(data)
+            event = parse_client_event(data, self.ctx.served, self.ctx.limits)
             await self.apply(event)
         except ClientError as e:
             await self.error(e.message, e.code, e.param, event_id if isinstance(event_id, str) else None)
