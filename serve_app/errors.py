@@ -76,6 +76,14 @@ class QuotaExceeded(ServeError):
     retry_after_s = 30.0
 
 
+class TooFast(ServeError):
+    """A realtime client sends audio faster than the server processes it, beyond the allowed
+    backlog (``RealtimeArgs.max_backlog_s``)."""
+
+    status_code = 429
+    type = "too_fast"
+
+
 class Forbidden(ServeError):
     """The request names something it may not reach, or comes from where it may not."""
 

@@ -12,8 +12,6 @@ from serve_app.api import (
     history,
     jobs,
     models,
-    realtime_funasr,
-    realtime_openai,
     status,
     transcriptions,
 )
@@ -23,6 +21,8 @@ from serve_app.api.errors import install_error_handlers
 from serve_app.api.limits import BodyLimitMiddleware, BodyLimits
 from serve_app.api.origins import HostOriginMiddleware
 from serve_app.api.quotas import RateLimitMiddleware
+from serve_app.api.realtime import funasr as realtime_funasr
+from serve_app.api.realtime import openai as realtime_openai
 
 __all__ = ["ApiContext", "create_app"]
 

@@ -36,7 +36,7 @@ PUBLIC_HTTP = ("/healthz", "/readyz")
 CONSOLE_PREFIX = "/ui"
 """The console's static files (``serve_app.api.console``), open so the page can ask for a key."""
 FUNASR_SOCKETS = ("/", "/v1/realtime/funasr")
-"""FunASR's WebSocket protocol (``serve_app.api.realtime_funasr``): open only by setting."""
+"""FunASR's WebSocket protocol (``serve_app.api.realtime.funasr``): open only by setting."""
 SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
 QUERY_PARAM = "api_key"
 CLOSE_POLICY_VIOLATION = 1008

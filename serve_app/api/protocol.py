@@ -54,21 +54,12 @@ class TranscriptionOptions(BaseModel):
     @field_validator("language")
     @classmethod
     def _language(cls, v: str | None, info: ValidationInfo) -> str | None:
-        if not v:
-            return None
-        code = v.strip().lower()
-        served = _served(info)
-        if served and code not in served.languages:
-            allowed = ", ".join(served.languages)
-            raise ValueError(f"{v!r} is not a language this model transcribes; allowed: {allowed}")
-        return code
+        return served_language(v, _served(info))
 
     @field_validator("prompt")
     @classmethod
     def _prompt(cls, v: str | None, info: ValidationInfo) -> str | None:
-        limits: LimitsArgs | None = (info.context or {}).get("limits")
-        if v and limits and len(v) > limits.max_prompt_chars:
-            raise ValueError(f"at most {limits.max_prompt_chars} characters; got {len(v)}")
+        check_prompt(v, _limits(info))
         return v or None
 
     @field_validator("stream")
@@ -114,9 +105,33 @@ class TranscriptionOptions(BaseModel):
         return cls.parse(fields, served, limits)
 
 
+def served_language(value: str | None, served: ServedModel | None) -> str | None:
+    """A request's ``language`` as the model names it (``"EN "`` is ``"en"``), ``None`` for
+    none; a ``ValueError`` that lists the allowed ones when the served model does not transcribe
+    it. Every surface that takes a language (the HTTP form, jobs, realtime) checks it here."""
+    if not value:
+        return None
+    code = value.strip().lower()
+    if served and code not in served.languages:
+        allowed = ", ".join(served.languages)
+        raise ValueError(f"{value!r} is not a language this model transcribes; allowed: {allowed}")
+    return code
+
+
+def check_prompt(value: str | None, limits: LimitsArgs | None) -> None:
+    """A ``ValueError`` when a prompt (hotwords) is longer than ``limits.max_prompt_chars``."""
+    if value and limits and len(value) > limits.max_prompt_chars:
+        raise ValueError(f"at most {limits.max_prompt_chars} characters; got {len(value)}")
+
+
 def _served(info: ValidationInfo) -> ServedModel | None:
     served: ServedModel | None = (info.context or {}).get("served")
     return served
+
+
+def _limits(info: ValidationInfo) -> LimitsArgs | None:
+    limits: LimitsArgs | None = (info.context or {}).get("limits")
+    return limits
 
 
 def _text(value: object, name: str) -> str:
@@ -167,9 +182,7 @@ class FunasrConfig(BaseModel):
     @field_validator("hotwords")
     @classmethod
     def _hotwords(cls, v: str, info: ValidationInfo) -> str:
-        limits: LimitsArgs | None = (info.context or {}).get("limits")
-        if limits and len(v) > limits.max_prompt_chars:
-            raise ValueError(f"at most {limits.max_prompt_chars} characters; got {len(v)}")
+        check_prompt(v, _limits(info))
         return v
 
     @property

@@ -39,20 +39,13 @@ from serve_app.contracts import (
     TranscribeOptions,
     Transcript,
 )
-from serve_app.errors import InternalError, PayloadTooLarge, ServeError
+from serve_app.errors import InternalError, PayloadTooLarge, ServeError, TooFast
 from serve_app.pipeline import Pipeline, as_serve_error
 from serve_app.realtime.audio import AudioBuffer, Budget, Unmetered
 
 logger = logging.getLogger("ray.serve")
 
 Mode = Literal["online", "offline", "2pass"]
-
-
-class TooFast(ServeError):
-    """The client sends audio faster than the server processes it, beyond the allowed backlog."""
-
-    status_code = 429
-    type = "too_fast"
 
 
 @dataclass(frozen=True)
@@ -64,6 +57,18 @@ class SessionOptions:
     itn: bool | None = None
     turn_detection: bool = True
     """Finals at the streaming VAD's endpoints (else only on ``commit``)."""
+
+    def pipeline_options(self, partial: bool = False) -> TranscribeOptions:
+        """What the offline pipeline is asked for this session's text: a final (an endpoint's,
+        a commit's, an offline stream's) with word timestamps, punctuation and ITN as chosen;
+        a ``partial`` hypothesis (no streaming model) bare, as it is replaced by the final."""
+        return TranscribeOptions(
+            asr=AsrOptions(language=self.language, hotwords=self.hotwords, word_timestamps=not partial),
+            post=PostOptions(punctuation=False, itn=False)
+            if partial
+            else PostOptions(punctuation=self.punctuation, itn=self.itn),
+            priority=Priority.INTERACTIVE,
+        )
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,19 @@ class RealtimeSession:
                 pass
             self.replica = ""
 
+    # -- what the protocols read --------------------------------------------------------------
+
+    @property
+    def utterance(self) -> int:
+        """The number of the open utterance (0, 1, ...): what its events carry, and what the
+        next ``commit()`` returns as its ``Final.utterance``."""
+        return self._utterance
+
+    @property
+    def uncommitted_s(self) -> float:
+        """Seconds of audio since the last ``commit()`` or ``clear()`` (or the start)."""
+        return self.buffer.end_s - self._commit_from
+
     # -- audio in -----------------------------------------------------------------------------
 
     def push(self, samples: np.ndarray) -> None:
@@ -296,13 +314,7 @@ class RealtimeSession:
         """Transcribe ``[start_s, end_s)`` through the offline pipeline; emitted in order."""
         samples = self.buffer.slice(start_s, end_s)
         utterance, previous = self._utterance, self._finals
-        opts = TranscribeOptions(
-            asr=AsrOptions(
-                language=self.options.language, hotwords=self.options.hotwords, word_timestamps=True
-            ),
-            post=PostOptions(punctuation=self.options.punctuation, itn=self.options.itn),
-            priority=Priority.INTERACTIVE,
-        )
+        opts = self.options.pipeline_options()
 
         async def run() -> None:
             try:
@@ -333,10 +345,7 @@ class RealtimeSession:
         self.buffer.drop_before(end)
         utterance = self._utterance
         self._next_utterance()
-        opts = TranscribeOptions(
-            asr=AsrOptions(language=self.options.language, hotwords=self.options.hotwords),
-            post=PostOptions(punctuation=self.options.punctuation, itn=self.options.itn),
-        )
+        opts = self.options.pipeline_options()
         transcript = await self.pipeline.transcribe_samples(samples, opts, offset_s=start)
         return Final(transcript, start, end, utterance)
 
@@ -373,12 +382,7 @@ class RealtimeSession:
         self._next_utterance()
 
     async def _finish_offline(self) -> None:
-        opts = TranscribeOptions(
-            asr=AsrOptions(
-                language=self.options.language, hotwords=self.options.hotwords, word_timestamps=True
-            ),
-            post=PostOptions(punctuation=self.options.punctuation, itn=self.options.itn),
-        )
+        opts = self.options.pipeline_options()
         # The stream leaves its buffer as the one contiguous copy the pipeline takes; that copy
         # is paid for from the budget until the transcript is back (float32: twice the int16).
         held = 0
@@ -414,10 +418,7 @@ class RealtimeSession:
         if samples.size < SAMPLE_RATE // 2:
             return
         self._partial_busy, self._last_partial = True, now
-        opts = TranscribeOptions(
-            asr=AsrOptions(language=self.options.language, hotwords=self.options.hotwords),
-            post=PostOptions(punctuation=False, itn=False),
-        )
+        opts = self.options.pipeline_options(partial=True)
 
         async def run() -> None:
             try:

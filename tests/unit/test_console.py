@@ -82,7 +82,7 @@ def test_the_funasr_socket_keeps_slash() -> None:
 
     from starlette.websockets import WebSocketDisconnect
 
-    from serve_app.api import realtime_funasr
+    from serve_app.api.realtime import funasr as realtime_funasr
 
     app = FastAPI()
     from serve_app.api.quotas import Quotas

@@ -22,7 +22,8 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from serve_app.api import ApiContext, create_app
-from serve_app.api.realtime_events import (
+from serve_app.api.protocol import TranscriptionOptions
+from serve_app.api.realtime.events import (
     AudioAppend,
     ClientError,
     SessionUpdate,
@@ -30,6 +31,7 @@ from serve_app.api.realtime_events import (
     parse_client_event,
 )
 from serve_app.config import RealtimeArgs
+from serve_app.errors import InvalidRequest
 from serve_app.realtime.capacity import (
     BufferFull,
     OwnerSocketLimitReached,
@@ -115,6 +117,30 @@ def test_the_bytes_budget_refuses_before_taking_and_a_closed_slot_gives_everythi
         (
             {"type": "transcription_session.update", "session": {"input_audio_transcription": "en"}},
             "session.input_audio_transcription",
+        ),
+        (
+            {"type": "session.update", "session": {"audio": {"input": {"format": {"type": "audio/pcmu"}}}}},
+            "session.audio.input.format",
+        ),
+        (
+            {
+                "type": "session.update",
+                "session": {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 12345}}}},
+            },
+            "session.audio.input.format.rate",
+        ),
+        ({"type": "session.update", "session": {"type": "realtime"}}, "session.type"),
+        (
+            {"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "none"}}}}},
+            "session.audio.input.turn_detection.type",
+        ),
+        (
+            {"type": "transcription_session.update", "session": {"input_audio_format": "g711_ulaw"}},
+            "session.input_audio_format",
+        ),
+        (
+            {"type": "transcription_session.update", "session": {"turn_detection": {}}},
+            "session.turn_detection.type",
         ),
         ({"type": "input_audio_buffer.append", "audio": 12}, "audio"),
         ({"type": "input_audio_buffer.append", "audio": ["AAAA"]}, "audio"),
@@ -348,6 +374,47 @@ def test_malformed_openai_events_leave_the_session_usable(make_app: Factory) -> 
         assert ws.receive_json()["type"] == "input_audio_buffer.cleared"
         wait_for(lambda: ctx.sockets.buffered_bytes == 0)  # cleared audio gives its block back
     wait_for(lambda: ctx.sockets.sockets == 0)
+
+
+def test_realtime_takes_the_languages_the_http_form_takes(make_app: Factory) -> None:
+    client, ctx = make_app()
+    form = TranscriptionOptions.parse({"language": "EN"}, ctx.served, ctx.limits)
+    assert form.language == "en", form
+    with pytest.raises(InvalidRequest) as http_refusal:
+        TranscriptionOptions.parse({"language": "fr"}, ctx.served, ctx.limits)
+    with client.websocket_connect(WS + "/v1/realtime") as ws:
+        assert ws.receive_json()["type"] == "session.created"
+        ws.send_json(
+            {"type": "session.update", "session": {"audio": {"input": {"transcription": {"language": "EN"}}}}}
+        )
+        updated = ws.receive_json()
+        assert updated["type"] == "session.updated", updated
+        assert updated["session"]["audio"]["input"]["transcription"]["language"] == "en", updated
+        ws.send_json(
+            {
+                "type": "transcription_session.update",
+                "session": {"input_audio_transcription": {"language": "fr"}},
+            }
+        )
+        error = ws.receive_json()["error"]
+        assert error["param"] == "session.input_audio_transcription.language", error
+        said = http_refusal.value.message.removeprefix("language: ")
+        assert error["message"].endswith(said), (error["message"], said)
+        too_long = "x" * (ctx.limits.max_prompt_chars + 1)
+        ws.send_json(
+            {
+                "type": "session.update",
+                "session": {"audio": {"input": {"transcription": {"prompt": too_long}}}},
+            }
+        )
+        error = ws.receive_json()["error"]
+        assert error["param"] == "session.audio.input.transcription.prompt", error
+        ws.send_json({"type": "transcription_session.update", "session": {}})
+        beta = ws.receive_json()
+        assert beta["type"] == "transcription_session.updated", beta
+        assert beta["session"]["input_audio_transcription"]["language"] == "en", (
+            beta
+        )  # refusals changed nothing
 
 
 def test_a_refused_funasr_socket_has_a_reason_a_client_can_read(make_app: Factory) -> None:

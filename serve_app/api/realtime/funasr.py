@@ -22,48 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from serve_app.api.context import ApiContext
 from serve_app.api.protocol import FunasrConfig
-from serve_app.api.realtime_sockets import after_socket, open_slot
-from serve_app.errors import InvalidRequest, Overloaded, PayloadTooLarge, ServeError
-from serve_app.realtime.audio import Budget, Pcm16Stream
-from serve_app.realtime.session import (
-    Event,
-    Failed,
-    Final,
-    Partial,
-    RealtimeSession,
-    SessionOptions,
-    TooFast,
-)
+from serve_app.api.realtime.common import Connection, ProtocolError, close_code, serve_socket
+from serve_app.errors import ServeError
+from serve_app.realtime.audio import Pcm16Stream
+from serve_app.realtime.session import Event, Failed, Final, Partial, RealtimeSession, SessionOptions
 
-logger = logging.getLogger("ray.serve")
 router = APIRouter(tags=["realtime"])
-
-CLOSE_CODES: dict[type[ServeError], int] = {
-    InvalidRequest: 1007,
-    TooFast: 1008,
-    PayloadTooLarge: 1009,
-    Overloaded: 1013,
-}
-
-
-def close_code(err: ServeError) -> int:
-    return next((code for cls, code in CLOSE_CODES.items() if isinstance(err, cls)), 1011)
-
-
-class Protocol(Exception):
-    """A client that breaks the protocol: closed with ``code`` and ``reason``."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code, self.reason = code, reason
 
 
 def stamps(final: Final) -> tuple[str, list[dict[str, Any]]]:
@@ -89,25 +59,24 @@ def stamps(final: Final) -> tuple[str, list[dict[str, Any]]]:
     return timestamp, sents
 
 
-class FunasrConnection:
-    def __init__(self, ws: WebSocket, ctx: ApiContext, budget: Budget | None = None) -> None:
-        self.ws, self.ctx = ws, ctx
-        self.budget = budget
-        """Pays for the audio its sessions buffer (the socket's slot on ``ctx.sockets``)."""
+class FunasrConnection(Connection):
+    subprotocol = "binary"
+
+    def __init__(self, ws: WebSocket, ctx: ApiContext) -> None:
+        super().__init__(ws, ctx)
         self.config: FunasrConfig | None = None
         self.session: RealtimeSession | None = None
         self.pcm: Pcm16Stream | None = None
         self.finishing: asyncio.Task[None] | None = None
-        self._send_lock = asyncio.Lock()
 
     async def send(self, message: dict[str, Any]) -> None:
-        if self.ws.client_state != WebSocketState.CONNECTED:
-            return
-        async with self._send_lock:
-            try:
-                await self.ws.send_text(json.dumps(message, ensure_ascii=False))
-            except (WebSocketDisconnect, RuntimeError):  # the client went away meanwhile
-                pass
+        await self.send_json(message, ensure_ascii=False)
+
+    async def opened(self) -> None:
+        pass  # the client speaks first (its configuration)
+
+    async def refused(self, error: ServeError) -> None:
+        pass  # before its configuration a reply would name no stream: the close reason says it
 
     async def on_event(self, event: Event) -> None:
         cfg = self.config
@@ -145,13 +114,6 @@ class FunasrConnection:
             )
             await self.close(close_code(event.error), event.error.message)
 
-    async def close(self, code: int, reason: str) -> None:
-        if self.ws.client_state == WebSocketState.CONNECTED:
-            try:
-                await self.ws.close(code=code, reason=reason[:120])
-            except RuntimeError:
-                pass
-
     async def start(self, data: dict[str, Any]) -> None:
         """A configuration: a new stream (after the previous one, if any, has finished)."""
         if self.finishing is not None:
@@ -162,9 +124,9 @@ class FunasrConnection:
         try:
             self.config = cfg = FunasrConfig.parse(data, self.ctx.limits)
         except ServeError as e:
-            raise Protocol(1007, f"bad configuration: {e.message}") from None
+            raise ProtocolError(1007, f"bad configuration: {e.message}") from None
         if not cfg.pcm and cfg.mode != "offline":
-            raise Protocol(
+            raise ProtocolError(
                 1003, f"wav_format {cfg.wav_format!r} needs mode offline; online and 2pass take PCM"
             )
         served = self.ctx.served
@@ -176,15 +138,7 @@ class FunasrConnection:
             turn_detection=True,
         )
         self.pcm = Pcm16Stream(cfg.audio_fs)
-        self.session = RealtimeSession(
-            self.ctx.streaming,
-            self.ctx.pipeline,
-            self.ctx.realtime,
-            self.ctx.limits,
-            options,
-            self.on_event,
-            self.budget,
-        )
+        self.session = self.new_session(options, self.on_event)
         await self.session.start()
         if not cfg.is_speaking:
             await self.finish(end=bool(data.get("is_end")))
@@ -192,7 +146,7 @@ class FunasrConnection:
     async def finish(self, end: bool) -> None:
         session, cfg = self.session, self.config
         if session is None or cfg is None:
-            raise Protocol(1002, "send the JSON configuration first")
+            raise ProtocolError(1002, "send the JSON configuration first")
         if self.pcm is not None and cfg.pcm:
             session.push(self.pcm.push(b"", last=True))
 
@@ -206,12 +160,12 @@ class FunasrConnection:
         # Not awaited here: the socket keeps reading (a close, a next configuration) meanwhile.
         self.finishing = asyncio.create_task(run())
 
-    async def on_audio(self, data: bytes) -> None:
+    async def on_bytes(self, data: bytes) -> None:
         session, cfg = self.session, self.config
         if session is None or cfg is None or self.pcm is None:
-            raise Protocol(1003, "audio before the JSON configuration; send the configuration first")
+            raise ProtocolError(1003, "audio before the JSON configuration; send the configuration first")
         if self.finishing is not None:
-            raise Protocol(
+            raise ProtocolError(
                 1002, "audio after is_speaking=false; send a new configuration to start another stream"
             )
         if cfg.pcm:
@@ -223,71 +177,47 @@ class FunasrConnection:
         try:
             data = json.loads(text)
         except ValueError:
-            raise Protocol(
+            raise ProtocolError(
                 1007,
                 "text frames must be JSON (the configuration or is_speaking); audio goes in binary frames",
             ) from None
         if not isinstance(data, dict):
-            raise Protocol(1007, "a text frame must be a JSON object")
+            raise ProtocolError(1007, "a text frame must be a JSON object")
         if self.config is None or "mode" in data:
             await self.start(data)
         elif data.get("is_speaking") is False or data.get("is_finished") is True:
             await self.finish(end=bool(data.get("is_end")))
         elif set(data) - {"is_speaking", "is_end", "is_finished"}:
-            raise Protocol(1007, f"unexpected keys {sorted(data)} in a control message")
+            raise ProtocolError(1007, f"unexpected keys {sorted(data)} in a control message")
 
-    async def run(self) -> None:
-        idle = self.ctx.realtime.idle_timeout_s
-        try:
-            while True:
-                try:
-                    message = await asyncio.wait_for(self.ws.receive(), timeout=idle)
-                except TimeoutError:
-                    if self.finishing is not None and not self.finishing.done():
-                        continue  # the client waits for our answer (a long offline stream's)
-                    raise Protocol(1008, f"nothing received for {idle:.0f} s") from None
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message.get("bytes") is not None:
-                    await self.on_audio(message["bytes"])
-                elif message.get("text") is not None:
-                    await self.on_text(message["text"])
-        except Protocol as p:
-            if self.config is not None:
-                await self.send(
-                    {
-                        "mode": self.config.mode,
-                        "wav_name": self.config.wav_name,
-                        "text": "",
-                        "is_end": True,
-                        "is_final": False,
-                        "error": p.reason,
-                    }
-                )
-            await self.close(p.code, p.reason)
-        except ServeError as e:
-            await self.send({"text": "", "is_end": True, "is_final": False, "error": e.message})
-            await self.close(close_code(e), e.message)
-        except WebSocketDisconnect:
-            pass
-        finally:
-            if self.finishing is not None and not self.finishing.done():
-                # The client closed first: give the finals no more time than it would wait.
-                self.finishing.cancel()
-            if self.session is not None:
-                await self.session.close()
+    def busy(self) -> bool:
+        return self.finishing is not None and not self.finishing.done()  # a long offline stream's answer
+
+    async def report(self, fault: ProtocolError | ServeError) -> None:
+        if isinstance(fault, ServeError):
+            await self.send({"text": "", "is_end": True, "is_final": False, "error": fault.message})
+        elif self.config is not None:
+            await self.send(
+                {
+                    "mode": self.config.mode,
+                    "wav_name": self.config.wav_name,
+                    "text": "",
+                    "is_end": True,
+                    "is_final": False,
+                    "error": fault.reason,
+                }
+            )
+
+    async def ended(self) -> None:
+        if self.finishing is not None and not self.finishing.done():
+            # The client closed first: give the finals no more time than it would wait.
+            self.finishing.cancel()
+        if self.session is not None:
+            await self.session.close()
 
 
 async def serve_funasr(ws: WebSocket) -> None:
-    ctx: ApiContext = ws.app.state.ctx
-    offered = ws.scope.get("subprotocols") or []
-    await ws.accept(subprotocol="binary" if "binary" in offered else None)
-    slot = await open_slot(ws, ctx)
-    if slot is None:
-        return
-    with slot:
-        await FunasrConnection(ws, ctx, slot).run()
-    await after_socket(slot)
+    await serve_socket(ws, FunasrConnection(ws, ws.app.state.ctx))
 
 
 router.add_api_websocket_route("/", serve_funasr)

@@ -6,18 +6,40 @@ a ``ClientError`` whose ``param`` names the field that is wrong (``session``,
 ``error`` event; the session stays usable.
 
 Unknown keys are ignored (OpenAI adds fields over time: ``include``, ``noise_reduction``, ...);
-a field of the wrong type is an error, never a crash. What needs the served model (languages,
-prompt length, rates) is checked by the connection, which knows it
-(``serve_app.api.realtime_openai``).
+a field of the wrong type is an error, never a crash. Values are checked here too: formats and
+rates this server takes, and, given the served model and the limits, the language (the same
+check as the HTTP form's, ``serve_app.api.protocol.served_language``) and the prompt's length.
+What depends on the session's state (a format fixed once audio was sent) is the connection's
+(``serve_app.api.realtime.openai``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from serve_app.api.protocol import MAX_LANGUAGE_CHARS, check_prompt, served_language
+from serve_app.config import LimitsArgs
+from serve_app.contracts import ServedModel
+from serve_app.realtime.audio import SUPPORTED_RATES
+
+OPENAI_RATE = 24000
+"""The rate OpenAI's clients send (``pcm16``, ``audio/pcm`` without a ``rate``)."""
+TURN_DETECTORS = ("server_vad", "semantic_vad")
 
 
 class ClientError(Exception):
@@ -37,12 +59,42 @@ class AudioFormat(_Object):
 
     type: str | None = None
     rate: int | None = None
+    """``None``: 24 kHz."""
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, v: int | None) -> int | None:
+        if v is not None and v not in SUPPORTED_RATES:
+            raise ValueError(f"rate {v} is not supported; use {OPENAI_RATE}")
+        return v
+
+    @model_validator(mode="after")
+    def _pcm(self) -> AudioFormat:
+        if self.type != "audio/pcm":
+            raise ValueError(f"audio format {self.type!r} is not supported; use audio/pcm")
+        return self
 
 
 class Transcription(_Object):
     model: str | None = None
-    language: str | None = None
+    """Accepted; the served model transcribes whatever is named."""
+    language: str | None = Field(None, max_length=MAX_LANGUAGE_CHARS)
+    """One the served model transcribes, as the HTTP form takes it (``"EN"`` is ``"en"``)."""
     prompt: str | None = None
+    """Hotwords, at most ``limits.max_prompt_chars`` characters."""
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str | None, info: ValidationInfo) -> str | None:
+        served: ServedModel | None = (info.context or {}).get("served")
+        return served_language(v, served)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str | None, info: ValidationInfo) -> str | None:
+        limits: LimitsArgs | None = (info.context or {}).get("limits")
+        check_prompt(v, limits)
+        return v or None
 
 
 class TurnDetection(BaseModel):
@@ -50,7 +102,14 @@ class TurnDetection(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    type: str | None = None
+    type: str | None = Field(None, validate_default=True)
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str | None) -> str | None:
+        if v not in TURN_DETECTORS:
+            raise ValueError(f"turn_detection type {v!r} is not supported; use {' or '.join(TURN_DETECTORS)}")
+        return v
 
 
 class AudioInput(_Object):
@@ -70,14 +129,29 @@ class Session(_Object):
     type: str = "transcription"
     audio: Audio | None = None
 
+    @field_validator("type")
+    @classmethod
+    def _transcription(cls, v: str) -> str:
+        if v != "transcription":
+            raise ValueError(f"this server serves transcription sessions; {v!r} is not 'transcription'")
+        return v
+
 
 class BetaSession(_Object):
     """Beta ``session`` of a ``transcription_session.update``."""
 
     input_audio_format: str | None = None
+    """``pcm16`` (24 kHz), the only one taken; ``None``: unchanged."""
     input_audio_transcription: Transcription | None = None
     turn_detection: TurnDetection | None = None
     """Absent: unchanged; ``null``: turns only on commit."""
+
+    @field_validator("input_audio_format")
+    @classmethod
+    def _pcm16(cls, v: str | None) -> str | None:
+        if v not in (None, "pcm16"):
+            raise ValueError(f"{v!r} is not supported; use 'pcm16' (24 kHz)")
+        return v
 
 
 class _Event(_Object):
@@ -124,12 +198,8 @@ ClientEvent = Annotated[
     Discriminator("type"),
 ]
 _EVENTS: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
-KINDS = (
-    "session.update",
-    "transcription_session.update",
-    "input_audio_buffer.append",
-    "input_audio_buffer.commit",
-    "input_audio_buffer.clear",
+KINDS: tuple[str, ...] = tuple(
+    get_args(event.model_fields["type"].annotation)[0] for event in get_args(get_args(ClientEvent)[0])
 )
 """The ``type`` of every event above."""
 
@@ -145,8 +215,11 @@ PLAIN = {
 """Pydantic's messages for a wrong type, in the wire's words (it names its own classes)."""
 
 
-def parse_client_event(data: Any) -> ClientEvent:
-    """The typed event in ``data`` (a decoded JSON value), or ``ClientError`` naming the field."""
+def parse_client_event(
+    data: Any, served: ServedModel | None = None, limits: LimitsArgs | None = None
+) -> ClientEvent:
+    """The typed event in ``data`` (a decoded JSON value), or ``ClientError`` naming the field;
+    the language and the prompt are checked against ``served`` and ``limits`` when given."""
     if not isinstance(data, dict):
         raise ClientError(
             f"an event is a JSON object, not {type(data).__name__}", code="invalid_event", param=None
@@ -155,7 +228,7 @@ def parse_client_event(data: Any) -> ClientEvent:
     if kind not in KINDS:
         raise ClientError(f"unknown or unsupported event type {kind!r}", code="invalid_event", param="type")
     try:
-        return _EVENTS.validate_python(data)
+        return _EVENTS.validate_python(data, context={"served": served, "limits": limits})
     except ValidationError as e:
         err = e.errors(include_url=False, include_context=False)[0]
         loc = [str(p) for p in err["loc"]]

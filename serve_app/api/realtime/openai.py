@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import uuid
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from serve_app.api.context import ApiContext
-from serve_app.api.realtime_events import (
+from serve_app.api.realtime.common import Connection, ProtocolError, close_code, serve_socket
+from serve_app.api.realtime.events import (
+    OPENAI_RATE,
     AudioAppend,
     AudioClear,
     AudioCommit,
@@ -39,10 +39,8 @@ from serve_app.api.realtime_events import (
     TurnDetection,
     parse_client_event,
 )
-from serve_app.api.realtime_funasr import close_code
-from serve_app.api.realtime_sockets import after_socket, open_slot
 from serve_app.errors import ServeError
-from serve_app.realtime.audio import SUPPORTED_RATES, Budget, Pcm16Stream
+from serve_app.realtime.audio import Pcm16Stream
 from serve_app.realtime.session import (
     Event,
     Failed,
@@ -54,10 +52,8 @@ from serve_app.realtime.session import (
     SpeechStopped,
 )
 
-logger = logging.getLogger("ray.serve")
 router = APIRouter(tags=["realtime"])
 
-OPENAI_RATE = 24000
 DEFAULT_TURN_DETECTION = {
     "type": "server_vad",
     "threshold": 0.5,
@@ -70,11 +66,12 @@ def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
-class OpenaiConnection:
-    def __init__(self, ws: WebSocket, ctx: ApiContext, beta: bool, budget: Budget | None = None) -> None:
-        self.ws, self.ctx, self.beta = ws, ctx, beta
-        self.budget = budget
-        """Pays for the audio the session buffers (the socket's slot on ``ctx.sockets``)."""
+class OpenaiConnection(Connection):
+    subprotocol = "realtime"
+
+    def __init__(self, ws: WebSocket, ctx: ApiContext, beta: bool) -> None:
+        super().__init__(ws, ctx)
+        self.beta = beta
         self.id = _id("sess")
         self.rate = OPENAI_RATE
         self.language: str | None = None
@@ -85,19 +82,12 @@ class OpenaiConnection:
         self.pcm: Pcm16Stream | None = None
         self.items: dict[int, str] = {}
         self.last_item: str | None = None
-        self._send_lock = asyncio.Lock()
         self._commits: set[asyncio.Task[None]] = set()
 
     # -- sending ------------------------------------------------------------------------------
 
     async def send(self, type_: str, **fields: Any) -> None:
-        if self.ws.client_state != WebSocketState.CONNECTED:
-            return
-        async with self._send_lock:
-            try:
-                await self.ws.send_text(json.dumps({"type": type_, "event_id": _id("event"), **fields}))
-            except (WebSocketDisconnect, RuntimeError):
-                pass
+        await self.send_json({"type": type_, "event_id": _id("event"), **fields})
 
     async def error(
         self, message: str, code: str = "invalid_value", param: str | None = None, event_id: str | None = None
@@ -200,50 +190,19 @@ class OpenaiConnection:
             usage={"type": "duration", "seconds": round(final.end_s - final.start_s, 3)},
         )
 
-    async def close(self, code: int, reason: str) -> None:
-        if self.ws.client_state == WebSocketState.CONNECTED:
-            try:
-                await self.ws.close(code=code, reason=reason[:120])
-            except RuntimeError:
-                pass
-
     # -- client events --------------------------------------------------------------------------
 
-    def configure(self, session: Session | BetaSession | None) -> None:
-        """Apply a session update (either form); format changes only before the first audio."""
+    def configure(self, session: Session | BetaSession) -> None:
+        """Apply a session update (either form, its values checked by ``parse_client_event``);
+        the format and turn detection change only before the first audio."""
         if isinstance(session, BetaSession):
-            if session.input_audio_format not in (None, "pcm16"):
-                raise ClientError(
-                    f"input_audio_format {session.input_audio_format!r} is not supported; use 'pcm16' (24 kHz)",
-                    param="session.input_audio_format",
-                )
-            where = "session.input_audio_transcription"
+            rate = OPENAI_RATE
             transcription = session.input_audio_transcription
             turn_set, turn = "turn_detection" in session.model_fields_set, session.turn_detection
-            rate = OPENAI_RATE
         else:
-            session = session or Session()
-            if session.type != "transcription":
-                raise ClientError(
-                    "this server serves transcription sessions: session.type must be 'transcription'",
-                    param="session.type",
-                )
             audio_in = session.audio.input if session.audio else None
             fmt = audio_in.format if audio_in else None
-            rate = self.rate
-            if fmt is not None:
-                if fmt.type != "audio/pcm":
-                    raise ClientError(
-                        f"audio format {fmt.type!r} is not supported; use audio/pcm",
-                        param="session.audio.input.format",
-                    )
-                rate = OPENAI_RATE if fmt.rate is None else fmt.rate
-                if rate not in SUPPORTED_RATES:
-                    raise ClientError(
-                        f"rate {rate} is not supported; use {OPENAI_RATE}",
-                        param="session.audio.input.format.rate",
-                    )
-            where = "session.audio.input.transcription"
+            rate = self.rate if fmt is None else (fmt.rate or OPENAI_RATE)
             transcription = audio_in.transcription if audio_in else None
             turn_set = audio_in is not None and "turn_detection" in audio_in.model_fields_set
             turn = audio_in.turn_detection if audio_in else None
@@ -254,28 +213,9 @@ class OpenaiConnection:
                 "the audio format and turn detection are fixed once audio was sent",
                 code="invalid_session_update",
             )
-        if transcription is not None:
-            language = transcription.language
-            if language and language not in self.ctx.served.languages:
-                raise ClientError(
-                    f"language {language!r} is not one this model transcribes; allowed: {', '.join(self.ctx.served.languages)}",
-                    param=f"{where}.language",
-                )
-            prompt = transcription.prompt or None
-            if prompt and len(prompt) > self.ctx.limits.max_prompt_chars:
-                raise ClientError(
-                    f"prompt is longer than {self.ctx.limits.max_prompt_chars} characters",
-                    param=f"{where}.prompt",
-                )
-        if turn_set and turn is not None and turn.type not in ("server_vad", "semantic_vad"):
-            raise ClientError(
-                f"turn_detection type {turn.type!r} is not supported",
-                param=f"{where.rsplit('.', 1)[0]}.turn_detection.type",
-            )
-        # Checked in full first: a refused update changes nothing.
         self.rate = rate
         if transcription is not None:
-            self.language, self.prompt = transcription.language or None, transcription.prompt or None
+            self.language, self.prompt = transcription.language, transcription.prompt
         if turn_set:
             self.turn_detection = _turn(turn)
 
@@ -288,28 +228,20 @@ class OpenaiConnection:
                 turn_detection=self.turn_detection is not None,
             )
             self.pcm = Pcm16Stream(self.rate)
-            self.session = RealtimeSession(
-                self.ctx.streaming,
-                self.ctx.pipeline,
-                self.ctx.realtime,
-                self.ctx.limits,
-                options,
-                self.on_event,
-                self.budget,
-            )
+            self.session = self.new_session(options, self.on_event)
             await self.session.start()
         return self.session
 
     async def commit(self, event_id: str | None) -> None:
         session = await self.ensure_session()
-        if session.buffer.end_s - session._commit_from < 0.1:
+        if session.uncommitted_s < 0.1:
             await self.error(
                 "buffer too small: at least 100 ms of audio must be appended before a commit",
                 code="input_audio_buffer_commit_empty",
                 event_id=event_id,
             )
             return
-        item = self.item(session._utterance)
+        item = self.item(session.utterance)
         await self.committed(item)
 
         async def run() -> None:
@@ -334,7 +266,7 @@ class OpenaiConnection:
         ``error`` event naming the field, and the session goes on."""
         event_id = data.get("event_id") if isinstance(data, dict) else None
         try:
-            event = parse_client_event(data)
+            event = parse_client_event(data, self.ctx.served, self.ctx.limits)
             await self.apply(event)
         except ClientError as e:
             await self.error(e.message, e.code, e.param, event_id if isinstance(event_id, str) else None)
@@ -356,57 +288,44 @@ class OpenaiConnection:
                 self.session.clear()
             await self.send("input_audio_buffer.cleared")
 
-    async def run(self) -> None:
+    # -- the socket -----------------------------------------------------------------------------
+
+    async def opened(self) -> None:
         await self.send(f"{self.prefix()}.created", session=self.session_body())
-        idle = self.ctx.realtime.idle_timeout_s
+
+    async def refused(self, error: ServeError) -> None:
+        await self.error(error.message, code=error.type)
+
+    async def on_bytes(self, data: bytes) -> None:
+        await self.error(
+            "send JSON events as text frames; audio goes base64 in input_audio_buffer.append",
+            code="invalid_event",
+        )
+
+    async def on_text(self, text: str) -> None:
         try:
-            while True:
-                try:
-                    message = await asyncio.wait_for(self.ws.receive(), timeout=idle)
-                except TimeoutError:
-                    await self.close(1008, f"nothing received for {idle:.0f} s")
-                    return
-                if message["type"] == "websocket.disconnect":
-                    return
-                text = message.get("text")
-                if text is None:
-                    await self.error(
-                        "send JSON events as text frames; audio goes base64 in input_audio_buffer.append",
-                        code="invalid_event",
-                    )
-                    continue
-                try:
-                    data = json.loads(text)
-                except ValueError:
-                    await self.error("the event is not valid JSON", code="invalid_json")
-                    continue
-                await self.on_client_event(data)
-        except ServeError as e:
-            await self.error(e.message, code=e.type)
-            await self.close(close_code(e), e.message)
-        except WebSocketDisconnect:
-            pass
-        finally:
-            for t in list(self._commits):
-                t.cancel()
-            if self.session is not None:
-                await self.session.close()
+            data = json.loads(text)
+        except ValueError:
+            await self.error("the event is not valid JSON", code="invalid_json")
+            return
+        await self.on_client_event(data)
+
+    async def report(self, fault: ProtocolError | ServeError) -> None:
+        # A ProtocolError is the idle timeout: the close (1008 and its reason) says it.
+        if isinstance(fault, ServeError):
+            await self.error(fault.message, code=fault.type)
+
+    async def ended(self) -> None:
+        for t in list(self._commits):
+            t.cancel()
+        if self.session is not None:
+            await self.session.close()
 
 
 @router.websocket("/v1/realtime")
 async def realtime(ws: WebSocket) -> None:
-    ctx: ApiContext = ws.app.state.ctx
     beta = ws.headers.get("openai-beta", "").startswith("realtime")
-    offered = ws.scope.get("subprotocols") or []
-    await ws.accept(subprotocol="realtime" if "realtime" in offered else None)
-    conn = OpenaiConnection(ws, ctx, beta)
-    slot = await open_slot(ws, ctx, on_refused=lambda e: conn.error(e.message, code=e.type))
-    if slot is None:
-        return
-    with slot:
-        conn.budget = slot
-        await conn.run()
-    await after_socket(slot)
+    await serve_socket(ws, OpenaiConnection(ws, ws.app.state.ctx, beta))
 
 
 def _turn(turn: TurnDetection | None) -> dict[str, Any] | None:
