@@ -13,12 +13,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from serve_app.api.context import ApiContext, context, visible_owner
 from serve_app.api.jobs import _time, store_of
-from serve_app.contracts import Transcript, TranscriptSegment, Word
+from serve_app.contracts import Transcript
 from serve_app.errors import InvalidRequest
 from serve_app.exports import csv_text
 from serve_app.formats import MEDIA_TYPES, parse_format, render
 from serve_app.jobs import HistoryEntry
-from serve_app.jobs.models import SegmentJson
+from serve_app.jobs.models import SegmentJson, segment_json, segment_of
 from serve_app.jobs.paging import MAX_LIMIT
 
 router = APIRouter(tags=["history"])
@@ -42,28 +42,14 @@ def entry_json(e: HistoryEntry, segments: bool = False) -> dict[str, Any]:
 
 
 def segments_json(t: Transcript) -> list[SegmentJson]:
-    out: list[SegmentJson] = []
-    for s in t.segments:
-        seg: SegmentJson = {"start_s": s.start_s, "end_s": s.end_s, "text": s.text}
-        if s.words:
-            seg["words"] = [{"start_s": w.start_s, "end_s": w.end_s, "word": w.word} for w in s.words]
-        out.append(seg)
-    return out
+    return [segment_json(s) for s in t.segments]
 
 
 def as_transcript(e: HistoryEntry) -> Transcript:
     return Transcript(
         language=e.language or "",
         duration_s=e.duration_s or 0.0,
-        segments=[
-            TranscriptSegment(
-                s["start_s"],
-                s["end_s"],
-                s["text"],
-                [Word(w["start_s"], w["end_s"], w["word"]) for w in s.get("words", [])],
-            )
-            for s in e.segments
-        ],
+        segments=[segment_of(s) for s in e.segments],
     )
 
 

@@ -29,14 +29,14 @@ from serve_app.api.context import ApiContext, caller, context, owner, visible_ow
 from serve_app.api.protocol import TranscriptionOptions, describe
 from serve_app.api.quotas import Caller
 from serve_app.api.uploads import StoredFile, receive_body, receive_multipart
-from serve_app.contracts import Transcript, TranscriptSegment, Word
+from serve_app.contracts import Transcript
 from serve_app.engines.decode import probe_duration
 from serve_app.errors import Forbidden, InvalidRequest, NotFound, QuotaExceeded, ServeError
 from serve_app.exports import UniqueNames, csv_text, safe_stem
 from serve_app.formats import MEDIA_TYPES, ResponseFormat, parse_format, render
 from serve_app.jobs import FileState, Job, JobOptions, JobStore, NewFile
 from serve_app.jobs.audio import remove_audio
-from serve_app.jobs.models import FileTranscript, JobFile
+from serve_app.jobs.models import FileTranscript, JobFile, segment_of
 from serve_app.jobs.paging import MAX_LIMIT
 
 router = APIRouter(tags=["jobs"])
@@ -110,15 +110,7 @@ def file_json(f: JobFile) -> dict[str, Any]:
 
 
 def as_transcript(t: FileTranscript, default_language: str) -> Transcript:
-    segments = [
-        TranscriptSegment(
-            s["start_s"],
-            s["end_s"],
-            s["text"],
-            [Word(w["start_s"], w["end_s"], w["word"]) for w in s.get("words", [])],
-        )
-        for s in t.segments
-    ]
+    segments = [segment_of(s) for s in t.segments]
     return Transcript(
         language=t.language or default_language,
         duration_s=t.file.duration_s or t.covered_s,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, NotRequired, TypedDict, TypeVar
 
-from serve_app.contracts import Transcript
+from serve_app.contracts import Transcript, TranscriptSegment, Word
 from serve_app.jobs.states import FileState, JobState
 
 T = TypeVar("T")
@@ -29,6 +29,20 @@ class SegmentJson(TypedDict):
     end_s: float
     text: str
     words: NotRequired[list[WordJson]]
+
+
+def segment_json(s: TranscriptSegment) -> SegmentJson:
+    """A transcript segment as stored (the one conversion to the stored form)."""
+    seg: SegmentJson = {"start_s": s.start_s, "end_s": s.end_s, "text": s.text}
+    if s.words:
+        seg["words"] = [{"start_s": w.start_s, "end_s": w.end_s, "word": w.word} for w in s.words]
+    return seg
+
+
+def segment_of(s: SegmentJson) -> TranscriptSegment:
+    """A stored segment as a transcript segment (the one conversion back)."""
+    words = [Word(w["start_s"], w["end_s"], w["word"]) for w in s.get("words", [])]
+    return TranscriptSegment(s["start_s"], s["end_s"], s["text"], words)
 
 
 def join_texts(segments: Sequence[SegmentJson], language: str | None) -> str:
@@ -228,12 +242,7 @@ class Window:
 
     @classmethod
     def from_transcript(cls, t: Transcript, start_s: float, end_s: float) -> Window:
-        segs: list[SegmentJson] = []
-        for s in t.segments:
-            seg: SegmentJson = {"start_s": s.start_s, "end_s": s.end_s, "text": s.text}
-            if s.words:
-                seg["words"] = [{"start_s": w.start_s, "end_s": w.end_s, "word": w.word} for w in s.words]
-            segs.append(seg)
+        segs = [segment_json(s) for s in t.segments]
         return cls(start_s=start_s, end_s=end_s, segments=segs, language=t.language)
 
 
