@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import ray
 from ray import serve
-from ray.util.state import list_actors
+from ray._private.state import actors as actor_table
 
 from tests.integration.conftest import ServeCluster
 from tests.support import SENTENCES, funasr_args, post_concurrently
@@ -90,9 +90,13 @@ def test_two_half_gpu_replicas_pack_and_a_third_waits(
         assert states.get("RUNNING") == 2, states
         # The third waits for a GPU share that is not there: its actor is created but cannot be
         # placed (PENDING_CREATION) while the two running ones hold the whole fake GPU. Checked
-        # as a state, not by waiting a while and seeing it still pending.
-        actors = list_actors(filters=[("class_name", "=", "ServeReplica:gpupack:ASR")])
-        by_state = sorted(a.state for a in actors if a.state != "DEAD")
+        # as a state, not by waiting a while and seeing it still pending. Read from the GCS
+        # actor table: ray.util.state needs the dashboard, which the test cluster leaves out.
+        by_state = sorted(
+            a["State"]
+            for a in actor_table().values()
+            if a["ActorClassName"] == "ServeReplica:gpupack:ASR" and a["State"] != "DEAD"
+        )
         assert by_state == ["ALIVE", "ALIVE", "PENDING_CREATION"], by_state
         assert ray.available_resources().get("GPU", 0.0) < 0.5, ray.available_resources()
         status = serve.status().applications["gpupack"]
