@@ -12,13 +12,17 @@ Serve config itself (``deployments:`` / ``user_config:``), not here.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["auto", "cpu", "cuda"]
+
+logger = logging.getLogger(__name__)
 
 
 class Settings(BaseSettings):
@@ -143,6 +147,25 @@ class _Strict(BaseModel):
     # A misspelt key in a deploy YAML is an error, not a silently ignored setting.
     model_config = ConfigDict(extra="forbid")
 
+    renamed: ClassVar[Mapping[str, str]] = {}
+    """Old setting name -> new one: the old name still works for one release, with a
+    deprecation warning in the log; both at once is an error."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_settings(cls, data: Any) -> Any:
+        if not cls.renamed or not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        for old, new in cls.renamed.items():
+            if old not in data:
+                continue
+            if new in data:
+                raise ValueError(f"{old} is the old name of {new}: give only {new}")
+            logger.warning("setting %r is deprecated and will be removed: use %r", old, new)
+            data[new] = data.pop(old)
+        return data
+
 
 class _AsrCommon(_Strict):
     model: str
@@ -238,9 +261,11 @@ class VadArgs(_Strict):
     """VAD instances per replica, each segmenting one recording at a time: a short request is
     cut beside a long one instead of waiting for it."""
 
-    window_s: float = Field(60.0, ge=10.0)
+    segmentation_window_s: float = Field(60.0, ge=10.0)
     """A recording is segmented (and handed to ASR) this many seconds at a time, so ASR starts
-    on a long file's first segments while the VAD reads on."""
+    on a long file's first segments while the VAD reads on. (Formerly ``window_s``.)"""
+
+    renamed: ClassVar[Mapping[str, str]] = {"window_s": "segmentation_window_s"}
 
 
 class RealtimeArgs(_Strict):
@@ -299,7 +324,7 @@ class RealtimeArgs(_Strict):
     """Longest stream, in seconds, an offline-mode FunASR socket may send (its audio waits in
     the Ingress, as 16-bit PCM, for the offline pipeline at the end: 30 min is 58 MB). Beyond
     it the socket is closed with 1009 before the audio is buffered. Offline mode carries whole
-    recordings; longer ones belong in a batch job (``/v1/jobs``). ``limits.max_audio_s`` still
+    recordings; longer ones belong in a batch job (``/v1/jobs``). ``limits.max_request_audio_s`` still
     applies when it is lower; a container upload (``wav_format`` other than PCM) is capped by
     ``limits.max_upload_mb`` instead."""
 
@@ -313,9 +338,10 @@ class RealtimeArgs(_Strict):
 class JobsArgs(_Strict):
     """Batch jobs: how files are processed (storage is in ``Settings``)."""
 
-    window_s: float = Field(600.0, ge=60.0)
+    commit_window_s: float = Field(600.0, ge=60.0)
     """A long recording is transcribed this many seconds at a time, each window committed:
-    a 3-hour file is never whole in memory and resumes where it stopped after a crash."""
+    a 3-hour file is never whole in memory and resumes where it stopped after a crash.
+    (Formerly ``window_s``.)"""
 
     lease_s: float = Field(60.0, ge=5.0)
     """A claimed file is the worker's for this long, renewed while it works; when a worker dies
@@ -331,8 +357,9 @@ class JobsArgs(_Strict):
     max_file_mb: float = Field(2048.0, gt=0)
     """Largest file a job may upload (a 3-hour 16 kHz WAV is ~350 MB)."""
 
-    max_audio_s: float = Field(6 * 3600.0, gt=0)
-    """Longest recording a job transcribes; a longer file fails with the reason."""
+    max_file_audio_s: float = Field(6 * 3600.0, gt=0)
+    """Longest recording a job transcribes, in seconds; a longer file fails with the reason.
+    (Formerly ``max_audio_s``.)"""
 
     max_files: int = Field(10000, ge=1)
     """Most files in one job."""
@@ -343,6 +370,8 @@ class JobsArgs(_Strict):
 
     max_fields: int = Field(64, ge=1)
     """Most text fields in a multipart job (the transcription options and ``metadata``)."""
+
+    renamed: ClassVar[Mapping[str, str]] = {"window_s": "commit_window_s", "max_audio_s": "max_file_audio_s"}
 
 
 class BatchConfig(_Strict):
@@ -386,7 +415,10 @@ class LimitsArgs(_Strict):
 
     max_upload_mb: float = Field(100.0, gt=0)
     """``/v1/audio/transcriptions``: the file, in MiB (the multipart body may be 64 KiB more)."""
-    max_audio_s: float = Field(3 * 3600.0, gt=0)
+    max_request_audio_s: float = Field(3 * 3600.0, gt=0)
+    """Longest recording one request (``/v1/audio/transcriptions``, a realtime offline stream)
+    decodes, in seconds; longer is 413 (batch jobs have ``jobs.max_file_audio_s``). (Formerly
+    ``max_audio_s``.)"""
     max_prompt_chars: int = Field(1000, ge=1)
     """Longest ``prompt`` (hotwords / Whisper initial prompt) accepted, in characters."""
     max_json_mb: float = Field(8.0, gt=0)
@@ -398,6 +430,8 @@ class LimitsArgs(_Strict):
     Ingress replica (without API keys: all clients together); beyond: 429."""
     max_event_stream_s: float = Field(3600.0, gt=0)
     """An event stream ends after this long (an ``EventSource`` reconnects by itself)."""
+
+    renamed: ClassVar[Mapping[str, str]] = {"max_audio_s": "max_request_audio_s"}
 
 
 class QuotaArgs(_Strict):
@@ -452,9 +486,9 @@ class PipelineArgs(_Strict):
 
     @model_validator(mode="after")
     def _windows_hold_segments(self) -> PipelineArgs:
-        if self.vad.window_s < 2 * self.vad.max_segment_s:
+        if self.vad.segmentation_window_s < 2 * self.vad.max_segment_s:
             # Speech running into a window's end moves to the next window, which must hold it.
-            raise ValueError("vad.window_s must be at least twice vad.max_segment_s")
+            raise ValueError("vad.segmentation_window_s must be at least twice vad.max_segment_s")
         return self
 
     @model_validator(mode="after")

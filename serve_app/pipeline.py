@@ -9,7 +9,7 @@ Entry points, by what the caller already has:
 
 Stages are chained without awaiting the middle where they can be: decode's response feeds the
 VAD, and ASR's the postprocessing, replica to replica. The VAD streams its segmentation back
-window by window (``VadArgs.window_s``) and each window is sent to ASR as soon as it is cut, so
+window by window (``VadArgs.segmentation_window_s``) and each window is sent to ASR as soon as it is cut, so
 a long recording's ASR starts while the VAD still reads it. Every entry point is
 idempotent, so a chain that failed because a replica died under it is sent again
 (``RetryArgs``); every failure leaves here as a ``ServeError``.

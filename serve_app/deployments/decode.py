@@ -28,7 +28,7 @@ KILL_AFTER_S = 1.0
 @serve.deployment(name="Decode", ray_actor_options={"num_cpus": 0.25})
 class DecodeDeployment:
     def __init__(self, limits: LimitsArgs) -> None:
-        self._decoder = FfmpegDecoder(max_audio_s=limits.max_audio_s)
+        self._decoder = FfmpegDecoder(max_audio_s=limits.max_request_audio_s)
         # One ffmpeg at a time per replica (each uses `threads` cores); more decoding
         # capacity comes from more replicas (autoscaling in the deploy YAML).
         self._worker = Worker("decode")

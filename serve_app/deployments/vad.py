@@ -29,13 +29,13 @@ class VadDeployment:
         for e in engines:
             e.segment(DecodedAudio(WARMUP_AUDIO))
         self._pool = EnginePool("vad", engines)
-        self._window_s = args.window_s
+        self._window_s = args.segmentation_window_s
 
     async def __call__(self, audio: DecodedAudio) -> Segmentation:
         return await self._pool.run(lambda vad: vad.segmentation(audio))
 
     async def stream(self, audio: DecodedAudio) -> AsyncIterator[Segmentation]:
-        """The segmentation window by window (``VadArgs.window_s``), each as soon as it is cut:
+        """The segmentation window by window (``VadArgs.segmentation_window_s``), each as soon as it is cut:
         called with ``handle.options(stream=True)``, its segments reach ASR while the VAD reads
         on. One engine serves the whole stream (the windows share its model, one at a time)."""
         async with self._pool.lease() as vad:

@@ -136,19 +136,19 @@ class JobWorker:
             duration = await asyncio.to_thread(self.probe_duration, path)
             if duration is not None:
                 await self._write(self.store.set_duration, f.id, attempt, duration)
-        if duration is not None and duration > self.args.max_audio_s:
+        if duration is not None and duration > self.args.max_file_audio_s:
             raise PayloadTooLargeForJob(
-                f"the recording is {duration / 3600:.1f} h long; jobs take up to {self.args.max_audio_s / 3600:.1f} h"
+                f"the recording is {duration / 3600:.1f} h long; jobs take up to {self.args.max_file_audio_s / 3600:.1f} h"
             )
         opts = transcribe_options(claim.options)
         start = claim.progress_s
         while True:
-            if start >= self.args.max_audio_s:
+            if start >= self.args.max_file_audio_s:
                 # Decoded seconds, whatever the header said (or did not say).
                 raise PayloadTooLargeForJob(
-                    f"the recording is longer than {self.args.max_audio_s / 3600:.1f} h, the most jobs take"
+                    f"the recording is longer than {self.args.max_file_audio_s / 3600:.1f} h, the most jobs take"
                 )
-            window = min(self.args.window_s, self.args.max_audio_s + 1.0 - start)
+            window = min(self.args.commit_window_s, self.args.max_file_audio_s + 1.0 - start)
             transcript = await self._with_backoff(
                 AudioSource(path=path, start_s=start, duration_s=window), opts
             )
@@ -252,7 +252,7 @@ class InPlaceFile:
 
 
 class PayloadTooLargeForJob(ServeError):
-    """A job file over ``jobs.max_audio_s``."""
+    """A job file over ``jobs.max_file_audio_s``."""
 
     status_code = 413
     type = "payload_too_large"

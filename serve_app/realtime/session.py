@@ -128,7 +128,7 @@ class RealtimeSession:
         self.budget: Budget = budget or Unmetered()
         """Pays for the audio buffered here (the socket's ``SocketSlot``): a push beyond the
         Ingress replica's budget raises ``BufferFull`` before the memory is taken."""
-        self.max_offline_s = min(args.max_offline_audio_s, limits.max_audio_s)
+        self.max_offline_s = min(args.max_offline_audio_s, limits.max_request_audio_s)
         keep_s = self.max_offline_s if options.mode == "offline" else 2 * args.max_utterance_s + 5
         self.buffer = AudioBuffer(keep_s, self.budget)
         self.raw = bytearray()

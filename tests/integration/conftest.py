@@ -20,7 +20,7 @@ def funasr_app(serve_cluster: ServeCluster, tiny_models: dict[str, Path]) -> str
     app = app_config(
         "local.yaml",
         "funasr",
-        args=funasr_args(tiny_models, max_upload_mb=1, max_audio_s=20),
+        args=funasr_args(tiny_models, max_upload_mb=1, max_request_audio_s=20),
         deployments={"Ingress": {"max_ongoing_requests": 2, "max_queued_requests": 2}},
     )
     return serve_cluster.deploy(app)

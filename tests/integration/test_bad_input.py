@@ -75,7 +75,7 @@ def test_not_multipart(local_app: str) -> None:
 
 
 def test_limits_413(funasr_app: str) -> None:
-    # funasr_app: max_upload_mb=1, max_audio_s=20
+    # funasr_app: max_upload_mb=1, max_request_audio_s=20
     big = post(funasr_app, {"file": ("big.wav", os.urandom(1_200_000))})
     assert_error(big, 413, "payload_too_large")
     long = post(funasr_app, {"file": ("long.wav", encode_wav(np.zeros(16000 * 25)))})

@@ -27,7 +27,7 @@ from tests.support import SENTENCES
 from tools.audio import encode_wav, with_pauses
 from tools.local_serve import app_config
 
-JOBS_ARGS = {"jobs": {"window_s": 60, "lease_s": 6, "concurrency": 2, "poll_s": 0.3}}
+JOBS_ARGS = {"jobs": {"commit_window_s": 60, "lease_s": 6, "concurrency": 2, "poll_s": 0.3}}
 
 
 def words(text: str) -> set[str]:

@@ -23,7 +23,7 @@ from tools.audio import encode_wav, with_pauses
 from tools.local_serve import ServingTree
 
 ROOT = Path(__file__).resolve().parents[2]
-JOBS_ARGS = {"jobs": {"window_s": 60, "lease_s": 5, "concurrency": 2, "poll_s": 0.3}}
+JOBS_ARGS = {"jobs": {"commit_window_s": 60, "lease_s": 5, "concurrency": 2, "poll_s": 0.3}}
 
 
 @pytest.fixture(scope="module")

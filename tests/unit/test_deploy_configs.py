@@ -91,3 +91,28 @@ def test_gpu_config_fits_one_card() -> None:
     # gpu-24gb.yaml promises one card: every fixed replica's GPU share together must fit it.
     (app,) = serve_configs()["gpu-24gb.yaml"]["applications"]
     assert 0 < gpu_share_per_card(app) <= 1.0, gpu_share_per_card(app)
+
+
+@pytest.mark.parametrize(
+    ("section", "old", "new"),
+    [
+        ("vad", "window_s", "segmentation_window_s"),
+        ("jobs", "window_s", "commit_window_s"),
+        ("jobs", "max_audio_s", "max_file_audio_s"),
+        ("limits", "max_audio_s", "max_request_audio_s"),
+    ],
+)
+def test_a_renamed_setting_still_works_with_a_warning(
+    section: str, old: str, new: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    (app,) = serve_configs()["local.yaml"]["applications"]
+    args = copy.deepcopy(app["args"])
+    args.setdefault(section, {}).pop(new, None)
+    args[section][old] = 120.0
+    with caplog.at_level("WARNING", logger="serve_app.config"):
+        parsed = PipelineArgs.model_validate(args)
+    assert getattr(getattr(parsed, section), new) == 120.0
+    assert any(old in r.getMessage() and new in r.getMessage() for r in caplog.records), caplog.text
+    args[section][new] = 120.0
+    with pytest.raises(ValidationError, match="give only"):
+        PipelineArgs.model_validate(args)

@@ -55,7 +55,7 @@ def setup(tmp_path: Path, content: bytes, **jobs: float) -> tuple[JobStore, Path
 
 
 def run_one(store: JobStore, tmp_path: Path, reader: Reader, **jobs: float) -> None:
-    args = JobsArgs(window_s=60, lease_s=30, **jobs)  # type: ignore[arg-type]
+    args = JobsArgs(commit_window_s=60, lease_s=30, **jobs)  # type: ignore[arg-type]
     worker = JobWorker(store, reader, args, tmp_path, "w", probe_duration=lambda p: None)
     claim = store.claim("w", 30)
     assert claim is not None
@@ -106,7 +106,7 @@ def test_an_unchanged_input_file_is_transcribed_and_kept(tmp_path: Path) -> None
 def test_audio_is_capped_by_decoded_seconds_when_the_header_says_nothing(tmp_path: Path) -> None:
     store, _, _ = setup(tmp_path, b"RIFF endless stream")
     reader = Reader(length_s=None)
-    run_one(store, tmp_path, reader, max_audio_s=150.0)
+    run_one(store, tmp_path, reader, max_file_audio_s=150.0)
     state, error = only_file(store)
     assert state is FileState.FAILED and error and "longer than" in error, error
     assert len(reader.read) == 3, f"{len(reader.read)} windows of 60 s read for a 150 s limit"
@@ -131,7 +131,7 @@ class Failing(Reader):
 
 
 def worker_for(store: JobStore, tmp_path: Path, reader: Reader, lease_s: float = 30) -> JobWorker:
-    args = JobsArgs(window_s=60, lease_s=lease_s)
+    args = JobsArgs(commit_window_s=60, lease_s=lease_s)
     return JobWorker(store, reader, args, tmp_path, "w", probe_duration=lambda p: None)
 
 
