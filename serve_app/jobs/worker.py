@@ -21,7 +21,7 @@ from pathlib import Path
 
 from serve_app.config import JobsArgs
 from serve_app.contracts import AsrOptions, AudioSource, PostOptions, Priority, TranscribeOptions, Transcript
-from serve_app.errors import Overloaded, ServeError
+from serve_app.errors import FileChanged, Overloaded, PayloadTooLargeForJob, ServeError
 from serve_app.jobs.audio import remove_audio
 from serve_app.jobs.models import Claim, JobOptions, Window, WriteResult
 from serve_app.jobs.store import JobStore
@@ -208,13 +208,6 @@ class JobWorker:
                 return
 
 
-class FileChanged(ServeError):
-    """An input-folder file no longer holds the content it had when the job was made."""
-
-    status_code = 409
-    type = "file_changed"
-
-
 class InPlaceFile:
     """An input-folder file read where it lies: its content must still be what was hashed
     when the job was made. Checked in full before the first window; after each window its
@@ -249,10 +242,3 @@ class InPlaceFile:
     def check_unchanged(self) -> None:
         if self._stat() != self._identity:
             self.verify()
-
-
-class PayloadTooLargeForJob(ServeError):
-    """A job file over ``jobs.max_audio_s``."""
-
-    status_code = 413
-    type = "payload_too_large"

@@ -31,13 +31,8 @@ from serve_app.api.realtime.events import (
     parse_client_event,
 )
 from serve_app.config import RealtimeArgs
-from serve_app.errors import InvalidRequest
-from serve_app.realtime.capacity import (
-    BufferFull,
-    OwnerSocketLimitReached,
-    SocketLimitReached,
-    SocketRegistry,
-)
+from serve_app.errors import BufferFull, InvalidRequest, OwnerSocketLimitReached, SocketLimitReached
+from serve_app.realtime.capacity import SocketRegistry
 from tests.unit.stand_ins import api_context
 
 # ------------------------------------------------------------------ the registry
