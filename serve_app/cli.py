@@ -34,11 +34,11 @@ from typing import Any
 import httpx
 
 from serve_app.exports import UniqueNames, safe_stem
+from serve_app.hashing import CHUNK, sha256_file
 
 AUDIO_SUFFIXES = {
     ".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".oga", ".webm", ".mp4", ".aac", ".wma", ".amr", ".mkv", ".mov",
 }  # fmt: skip
-CHUNK = 1 << 20
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -69,14 +69,6 @@ def audio_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _chunks(path: Path, bar: Any) -> Iterator[bytes]:
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
@@ -100,7 +92,7 @@ def submit(args: argparse.Namespace) -> int:
         hashed = []
         with _bar(total=len(files), desc="hashing", unit="file") as bar:
             for p in files:
-                hashed.append((p, sha256_of(p)))
+                hashed.append((p, sha256_file(p)[0]))
                 bar.update()
         options = {
             k: v

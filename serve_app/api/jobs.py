@@ -34,8 +34,8 @@ from serve_app.engines.decode import probe_duration
 from serve_app.errors import Forbidden, InvalidRequest, NotFound, QuotaExceeded, ServeError
 from serve_app.exports import UniqueNames, csv_text, safe_stem
 from serve_app.formats import MEDIA_TYPES, ResponseFormat, parse_format, render
-from serve_app.jobs import FileState, Job, JobOptions, JobStore, NewFile
-from serve_app.jobs.audio import remove_audio
+from serve_app.hashing import sha256_file
+from serve_app.jobs import FileState, Job, JobOptions, JobStore, NewFile, blobs
 from serve_app.jobs.models import FileTranscript, JobFile, segment_of
 from serve_app.jobs.paging import MAX_LIMIT
 
@@ -135,11 +135,10 @@ async def _record(ctx: ApiContext, store: JobStore, stored: list[StoredFile], wh
                 max_stored_bytes=ctx.quota.stored_bytes(who),
             )
             if not created:
-                (ctx.data_dir / f.path).unlink(missing_ok=True)
+                blobs.remove(ctx.data_dir, [f.path])
             out.append(NewFile(name=f.name, sha256=f.sha256, duration_s=duration))
     except BaseException:
-        for f in stored[len(out) :]:
-            (ctx.data_dir / f.path).unlink(missing_ok=True)
+        blobs.remove(ctx.data_dir, [f.path for f in stored[len(out) :]])
         raise
     return out
 
@@ -155,17 +154,6 @@ def _resolve_input(ctx: ApiContext, rel: str) -> Path:
     if not path.is_file():
         raise InvalidRequest(f"{rel!r} is not a file in the input folder")
     return path
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    import hashlib
-
-    h, size = hashlib.sha256(), 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
 
 
 def _options(ctx: ApiContext, fields: dict[str, Any]) -> JobOptions:
@@ -203,8 +191,7 @@ async def create_job(
             if "metadata" in raw:
                 metadata = _metadata(raw["metadata"][-1])
         except ServeError:
-            for f in stored:
-                (ctx.data_dir / f.path).unlink(missing_ok=True)
+            blobs.remove(ctx.data_dir, [f.path for f in stored])
             raise
         new_files = await _record(ctx, store, stored, who)
     elif ctype.startswith("application/json"):
@@ -227,7 +214,7 @@ async def create_job(
                 path = _resolve_input(ctx, rel)
                 # Hashed now and checked when read: a file swapped in the folder afterwards
                 # fails instead of being transcribed as this job's.
-                sha, size = await asyncio.to_thread(_hash_file, path)
+                sha, size = await asyncio.to_thread(sha256_file, path)
                 duration = await asyncio.to_thread(probe_duration, path)
                 new_files.append(
                     NewFile(name=rel, sha256=sha, duration_s=duration, source_path=str(path), size_bytes=size)
@@ -318,7 +305,7 @@ async def delete_job(
     job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
     deleted = await asyncio.to_thread(store_of(ctx).delete_job, job_id, owner=who)
-    remove_audio(ctx.data_dir, deleted.unreferenced_paths)
+    blobs.remove(ctx.data_dir, deleted.unreferenced_paths)
     return {"id": deleted.job_id, "object": "job", "deleted": True}
 
 
@@ -528,7 +515,7 @@ async def put_upload(
             )
     sha, path, size = await receive_body(request, ctx.data_dir, int(ctx.jobs.max_file_mb * 2**20))
     if sha != sha256:
-        (ctx.data_dir / path).unlink(missing_ok=True)
+        blobs.remove(ctx.data_dir, [path])
         raise InvalidRequest(f"the body's sha256 is {sha}, not {sha256}")
     try:
         duration = await asyncio.to_thread(probe_duration, ctx.data_dir / path)
@@ -536,10 +523,10 @@ async def put_upload(
             store.add_upload, sha, size, path, owner=who.owner, duration_s=duration, max_stored_bytes=quota
         )
     except BaseException:
-        (ctx.data_dir / path).unlink(missing_ok=True)
+        blobs.remove(ctx.data_dir, [path])
         raise
     if not created:
-        (ctx.data_dir / path).unlink(missing_ok=True)
+        blobs.remove(ctx.data_dir, [path])
     return JSONResponse(
         {"sha256": sha, "size_bytes": size, "created": created}, status_code=201 if created else 200
     )
