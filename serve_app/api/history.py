@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from serve_app.api.context import ApiContext, context, visible_owner
-from serve_app.api.jobs import _time, store_of
+from serve_app.api.jobs import _time
 from serve_app.contracts import Transcript
 from serve_app.errors import InvalidRequest
 from serve_app.exports import csv_text
@@ -63,7 +63,7 @@ async def search_history(
 ) -> dict[str, Any]:
     if q is not None and len(q) > 256:
         raise InvalidRequest("q is at most 256 characters")
-    page = await asyncio.to_thread(store_of(ctx).history.search, q, owner=who, limit=limit, cursor=cursor)
+    page = await asyncio.to_thread(ctx.store.history.search, q, owner=who, limit=limit, cursor=cursor)
     return {"object": "list", "data": [entry_json(e) for e in page.items], "next_cursor": page.next_cursor}
 
 
@@ -72,7 +72,7 @@ async def export_history(
     q: str | None = None, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> Response:
     """Every entry matching ``q`` as CSV (one row per entry)."""
-    store = store_of(ctx)
+    store = ctx.store
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(["id", "created_at", "source_name", "duration_s", "language", "model", "text"])
@@ -108,7 +108,7 @@ async def get_entry(
     ctx: ApiContext = Depends(context),
     who: str | None = Depends(visible_owner),
 ) -> Response:
-    e = await asyncio.to_thread(store_of(ctx).history.get, entry_id, owner=who)
+    e = await asyncio.to_thread(ctx.store.history.get, entry_id, owner=who)
     if format is None:
         return JSONResponse(entry_json(e, segments=True))
     fmt = parse_format(format)
@@ -122,5 +122,5 @@ async def get_entry(
 async def delete_entry(
     entry_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
-    await asyncio.to_thread(store_of(ctx).history.delete, entry_id, owner=who)
+    await asyncio.to_thread(ctx.store.history.delete, entry_id, owner=who)
     return {"id": entry_id, "object": "history.entry", "deleted": True}

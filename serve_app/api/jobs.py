@@ -60,12 +60,6 @@ class JobRequest(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-def store_of(ctx: ApiContext) -> JobStore:
-    if ctx.store is None:
-        raise NotFound("batch jobs are not enabled on this server")
-    return ctx.store
-
-
 def _time(t: datetime | None) -> str | None:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z") if t else None
 
@@ -172,7 +166,7 @@ def _options(ctx: ApiContext, fields: dict[str, Any]) -> JobOptions:
 async def create_job(
     request: Request, ctx: ApiContext = Depends(context), who: Caller = Depends(caller)
 ) -> JSONResponse:
-    store = store_of(ctx)
+    store = ctx.store
     key = request.headers.get("idempotency-key") or None
     if key is not None and len(key) > 256:
         raise InvalidRequest("Idempotency-Key is at most 256 characters")
@@ -273,7 +267,7 @@ async def list_jobs(
     from serve_app.jobs import JobState
 
     js = _enum(JobState, state, "state")
-    page = await asyncio.to_thread(store_of(ctx).list_jobs, owner=who, state=js, limit=limit, cursor=cursor)
+    page = await asyncio.to_thread(ctx.store.list_jobs, owner=who, state=js, limit=limit, cursor=cursor)
     return {"object": "list", "data": [job_json(j) for j in page.items], "next_cursor": page.next_cursor}
 
 
@@ -290,21 +284,21 @@ def _enum(cls: Any, value: str | None, name: str) -> Any:
 async def get_job(
     job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
-    return job_json(await asyncio.to_thread(store_of(ctx).get_job, job_id, owner=who))
+    return job_json(await asyncio.to_thread(ctx.store.get_job, job_id, owner=who))
 
 
 @router.post("/v1/jobs/{job_id}/cancel")
 async def cancel_job(
     job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
-    return job_json(await asyncio.to_thread(store_of(ctx).cancel_job, job_id, owner=who))
+    return job_json(await asyncio.to_thread(ctx.store.cancel_job, job_id, owner=who))
 
 
 @router.delete("/v1/jobs/{job_id}")
 async def delete_job(
     job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
-    deleted = await asyncio.to_thread(store_of(ctx).delete_job, job_id, owner=who)
+    deleted = await asyncio.to_thread(ctx.store.delete_job, job_id, owner=who)
     blobs.remove(ctx.data_dir, deleted.unreferenced_paths)
     return {"id": deleted.job_id, "object": "job", "deleted": True}
 
@@ -320,7 +314,7 @@ async def list_files(
 ) -> dict[str, Any]:
     fs = _enum(FileState, state, "state")
     page = await asyncio.to_thread(
-        store_of(ctx).list_files, job_id, owner=who, state=fs, limit=limit, cursor=cursor
+        ctx.store.list_files, job_id, owner=who, state=fs, limit=limit, cursor=cursor
     )
     return {"object": "list", "data": [file_json(f) for f in page.items], "next_cursor": page.next_cursor}
 
@@ -333,7 +327,7 @@ async def get_file_result(
     ctx: ApiContext = Depends(context),
     who: str | None = Depends(visible_owner),
 ) -> Response:
-    store = store_of(ctx)
+    store = ctx.store
     t = await asyncio.to_thread(store.get_transcript, file_id, owner=who)
     if t.file.job_id != job_id:
         raise NotFound(f"no file {file_id} in job {job_id}")
@@ -366,7 +360,7 @@ async def export_job(
 ) -> Response:
     """``zip``: per finished file its transcript as .txt, .srt, .vtt and .json; ``csv``: a row
     per file (``rows=files``) or per segment (``rows=segments``)."""
-    store = store_of(ctx)
+    store = ctx.store
     job = await asyncio.to_thread(store.get_job, job_id, owner=who)
     files = await _all_files(store, job_id, who)
     transcripts = {
@@ -445,7 +439,7 @@ async def job_events(
     A key holds at most ``limits.max_event_streams`` streams at once on a replica (429 beyond);
     a stream ends after ``limits.max_event_stream_s`` with an ``expired`` event (an
     ``EventSource`` reconnects by itself)."""
-    store = store_of(ctx)
+    store = ctx.store
     await asyncio.to_thread(store.get_job, job_id, owner=who)  # 404 before the stream starts
     slot = ctx.event_streams.hold(holder)
     slot.__enter__()  # 429 before the stream starts; released when the stream ends
@@ -492,7 +486,7 @@ async def has_upload(
 ) -> Response:
     """200 when the server holds this content as the caller's upload (the client need not
     upload it), else 404: whether someone else holds it is not the caller's to know."""
-    held = await asyncio.to_thread(store_of(ctx).has_upload, _sha256(sha256), owner=who)
+    held = await asyncio.to_thread(ctx.store.has_upload, _sha256(sha256), owner=who)
     return Response(status_code=200 if held else 404)
 
 
@@ -502,7 +496,7 @@ async def put_upload(
 ) -> JSONResponse:
     """The raw file as the body; stored by content once its hash is checked against the URL,
     and the caller's from then on (content stored before is not stored twice)."""
-    store = store_of(ctx)
+    store = ctx.store
     sha256 = _sha256(sha256)
     quota = ctx.quota.stored_bytes(who)
     length = request.headers.get("content-length")

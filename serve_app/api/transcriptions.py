@@ -66,7 +66,7 @@ async def create_transcription(
 ) -> Response:
     data, options, name = await read_upload(request, ctx)
     transcript = await ctx.pipeline.transcribe_source(AudioSource(data=data), options.pipeline_options())
-    if ctx.history and ctx.store is not None:
+    if ctx.keep_history:
         await keep(ctx.store, transcript, name, options.model or ctx.served.names[0], who)
     return transcript_response(transcript, options.response_format, options.words)
 

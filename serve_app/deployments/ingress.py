@@ -63,7 +63,7 @@ class Ingress:
             store=JobStore.open(storage.database),
             data_dir=storage.data_dir,
             input_dir=storage.input_dir,
-            history=storage.history,
+            keep_history=storage.history,
             keys=keys,
             quotas=quotas or QuotaArgs(),
             hosts=HostPolicy.build(host, access.allowed_hosts, access.allowed_origins),

@@ -229,7 +229,7 @@ def make_app(tmp_path: Path) -> Iterator[Factory]:
                 tmp_path,
                 streaming=FakeStreaming(),
                 realtime=RealtimeArgs(idle_timeout_s=5, **realtime),  # a hung socket fails fast
-                history=False,
+                keep_history=False,
             )
             # One portal (event loop) for every socket of the test, as one replica has.
             return stack.enter_context(TestClient(create_app(ctx))), ctx
