@@ -17,26 +17,25 @@ import io
 import json
 import zipfile
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serve_app.api.context import ApiContext, caller, context, owner, visible_owner
 from serve_app.api.protocol import TranscriptionOptions, describe
 from serve_app.api.quotas import Caller
 from serve_app.api.uploads import StoredFile, receive_body, receive_multipart
-from serve_app.contracts import Transcript
+from serve_app.api.views import file_json, job_json, page_json, transcript_response
 from serve_app.engines.decode import probe_duration
 from serve_app.errors import Forbidden, InvalidRequest, NotFound, QuotaExceeded, ServeError
 from serve_app.exports import UniqueNames, csv_text, safe_stem
-from serve_app.formats import MEDIA_TYPES, ResponseFormat, parse_format, render
+from serve_app.formats import ResponseFormat, parse_format, render
 from serve_app.hashing import sha256_file
-from serve_app.jobs import FileState, Job, JobOptions, JobStore, NewFile, blobs
-from serve_app.jobs.models import FileTranscript, JobFile, segment_of
+from serve_app.jobs import FileState, JobOptions, JobStore, NewFile, blobs
+from serve_app.jobs.models import JobFile
 from serve_app.jobs.paging import MAX_LIMIT
 
 router = APIRouter(tags=["jobs"])
@@ -58,58 +57,6 @@ class JobRequest(BaseModel):
     paths: list[str] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] | None = None
-
-
-def _time(t: datetime | None) -> str | None:
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z") if t else None
-
-
-def job_json(job: Job) -> dict[str, Any]:
-    counts = {state.value: job.counts.get(state, 0) for state in FileState}
-    return {
-        "id": job.id,
-        "object": "job",
-        "state": job.state.value,
-        "owner": job.owner,  # the label of the API key that created it (null without keys)
-        "created_at": _time(job.created_at),
-        "started_at": _time(job.started_at),
-        "finished_at": _time(job.finished_at),
-        "options": job.options.to_json(),
-        "metadata": job.metadata,
-        "files": {"total": sum(counts.values()), **counts},
-        "audio_seconds": {
-            "total": round(job.audio_total_s, 3),
-            "done": round(job.audio_done_s, 3),
-            "total_known": job.durations_known,
-        },
-        "eta_s": None if (eta := job.eta_s(datetime.now(UTC))) is None else round(eta, 1),
-    }
-
-
-def file_json(f: JobFile) -> dict[str, Any]:
-    return {
-        "id": f.id,
-        "object": "job.file",
-        "name": f.name,
-        "sha256": f.sha256,
-        "size_bytes": f.size_bytes,
-        "duration_s": f.duration_s,
-        "state": f.state.value,
-        "error": f.error,
-        "attempts": f.attempts,
-        "progress_s": round(f.progress_s, 3),
-        "created_at": _time(f.created_at),
-        "finished_at": _time(f.finished_at),
-    }
-
-
-def as_transcript(t: FileTranscript, default_language: str) -> Transcript:
-    segments = [segment_of(s) for s in t.segments]
-    return Transcript(
-        language=t.language or default_language,
-        duration_s=t.file.duration_s or t.covered_s,
-        segments=segments,
-    )
 
 
 async def _record(ctx: ApiContext, store: JobStore, stored: list[StoredFile], who: Caller) -> list[NewFile]:
@@ -268,7 +215,7 @@ async def list_jobs(
 
     js = _enum(JobState, state, "state")
     page = await asyncio.to_thread(ctx.store.list_jobs, owner=who, state=js, limit=limit, cursor=cursor)
-    return {"object": "list", "data": [job_json(j) for j in page.items], "next_cursor": page.next_cursor}
+    return page_json(page, job_json)
 
 
 def _enum(cls: Any, value: str | None, name: str) -> Any:
@@ -316,7 +263,7 @@ async def list_files(
     page = await asyncio.to_thread(
         ctx.store.list_files, job_id, owner=who, state=fs, limit=limit, cursor=cursor
     )
-    return {"object": "list", "data": [file_json(f) for f in page.items], "next_cursor": page.next_cursor}
+    return page_json(page, file_json)
 
 
 @router.get("/v1/jobs/{job_id}/files/{file_id}")
@@ -333,10 +280,7 @@ async def get_file_result(
         raise NotFound(f"no file {file_id} in job {job_id}")
     job = await asyncio.to_thread(store.get_job, job_id, owner=who)
     fmt: ResponseFormat = parse_format(format or job.options.response_format)
-    body = render(as_transcript(t, ctx.served.language), fmt, words=True)
-    if isinstance(body, dict):
-        return JSONResponse({**body, "file": file_json(t.file)} if fmt == "verbose_json" else body)
-    return PlainTextResponse(body, media_type=MEDIA_TYPES[fmt])
+    return transcript_response(t.transcript(ctx.served.language), fmt, True, {"file": file_json(t.file)})
 
 
 async def _all_files(store: JobStore, job_id: str, who: str | None) -> list[JobFile]:
@@ -364,9 +308,7 @@ async def export_job(
     job = await asyncio.to_thread(store.get_job, job_id, owner=who)
     files = await _all_files(store, job_id, who)
     transcripts = {
-        f.id: as_transcript(
-            await asyncio.to_thread(store.get_transcript, f.id, owner=who), ctx.served.language
-        )
+        f.id: (await asyncio.to_thread(store.get_transcript, f.id, owner=who)).transcript(ctx.served.language)
         for f in files
         if f.state is FileState.DONE
     }
