@@ -39,7 +39,6 @@ from serve_app.hashing import CHUNK, sha256_file
 AUDIO_SUFFIXES = {
     ".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".oga", ".webm", ".mp4", ".aac", ".wma", ".amr", ".mkv", ".mov",
 }  # fmt: skip
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 class CliError(Exception):
@@ -151,6 +150,9 @@ def _hours(s: float) -> str:
 
 def follow(c: httpx.Client, job_id: str) -> int:
     """A progress bar (files, audio hours, ETA) until the job ends; the exit code."""
+    # Here, not at the top: the server's job package (its store) is no cost to other commands.
+    from serve_app.jobs.states import JobState
+
     job = check(c.get(f"/v1/jobs/{job_id}")).json()
     with _bar(total=job["files"]["total"], desc="transcribing", unit="file") as bar:
         while True:
@@ -164,7 +166,7 @@ def follow(c: httpx.Client, job_id: str) -> int:
             )
             total = _hours(audio["total"]) if audio["total_known"] else "?"
             bar.set_postfix_str(f"{_hours(audio['done'])} of {total} audio, {files['failed']} failed{eta}")
-            if job["state"] in TERMINAL:
+            if JobState(job["state"]).terminal:
                 break
             time.sleep(1.0)
             job = check(c.get(f"/v1/jobs/{job_id}")).json()

@@ -1,6 +1,8 @@
-"""Uploads of job audio: streamed to the data directory while hashed, never held whole in
-memory, and stored by content (sha256) so that the same file is kept once and a client can ask
-first whether the server already has it (``HEAD /v1/uploads/{sha256}``)."""
+"""Request bodies of job audio (a raw ``PUT /v1/uploads/{sha256}`` body, a multipart job's
+files) streamed to ``uploads/`` while hashed, never held whole in memory, and stored by content
+(sha256) so that the same file is kept once and a client can ask first whether the server
+already has it (``HEAD /v1/uploads/{sha256}``). The files themselves are written, moved and
+removed by ``serve_app.jobs.blobs``."""
 
 from __future__ import annotations
 
