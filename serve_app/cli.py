@@ -34,12 +34,11 @@ from typing import Any
 import httpx
 
 from serve_app.exports import UniqueNames, safe_stem
+from serve_app.hashing import CHUNK, sha256_file
 
 AUDIO_SUFFIXES = {
     ".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".oga", ".webm", ".mp4", ".aac", ".wma", ".amr", ".mkv", ".mov",
 }  # fmt: skip
-CHUNK = 1 << 20
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 class CliError(Exception):
@@ -69,14 +68,6 @@ def audio_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _chunks(path: Path, bar: Any) -> Iterator[bytes]:
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
@@ -100,7 +91,7 @@ def submit(args: argparse.Namespace) -> int:
         hashed = []
         with _bar(total=len(files), desc="hashing", unit="file") as bar:
             for p in files:
-                hashed.append((p, sha256_of(p)))
+                hashed.append((p, sha256_file(p)[0]))
                 bar.update()
         options = {
             k: v
@@ -159,6 +150,9 @@ def _hours(s: float) -> str:
 
 def follow(c: httpx.Client, job_id: str) -> int:
     """A progress bar (files, audio hours, ETA) until the job ends; the exit code."""
+    # Here, not at the top: the server's job package (its store) is no cost to other commands.
+    from serve_app.jobs.states import JobState
+
     job = check(c.get(f"/v1/jobs/{job_id}")).json()
     with _bar(total=job["files"]["total"], desc="transcribing", unit="file") as bar:
         while True:
@@ -172,7 +166,7 @@ def follow(c: httpx.Client, job_id: str) -> int:
             )
             total = _hours(audio["total"]) if audio["total_known"] else "?"
             bar.set_postfix_str(f"{_hours(audio['done'])} of {total} audio, {files['failed']} failed{eta}")
-            if job["state"] in TERMINAL:
+            if JobState(job["state"]).terminal:
                 break
             time.sleep(1.0)
             job = check(c.get(f"/v1/jobs/{job_id}")).json()

@@ -4,6 +4,8 @@ single message argument) so it survives the hop between Ray actors."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class ServeError(Exception):
     """Base class: ``status_code`` and ``type`` become the HTTP status and ``error.type``."""
@@ -45,6 +47,20 @@ class PayloadTooLarge(ServeError):
     type = "payload_too_large"
 
 
+class FileChanged(ServeError):
+    """An input-folder file no longer holds the content it had when the job was made."""
+
+    status_code = 409
+    type = "file_changed"
+
+
+class PayloadTooLargeForJob(ServeError):
+    """A job file over ``jobs.max_file_audio_s``."""
+
+    status_code = 413
+    type = "payload_too_large"
+
+
 class NotFound(ServeError):
     """No such route or resource."""
 
@@ -65,6 +81,33 @@ class Overloaded(ServeError):
     status_code = 429
     type = "overloaded"
     retry_after_s = 1.0
+
+
+class TooManyStreams(Overloaded):
+    """The caller holds as many event streams open as it may."""
+
+    retry_after_s = 5.0
+
+
+class SocketLimitReached(Overloaded):
+    """No room for another realtime socket on this Ingress replica (the total cap)."""
+
+    type = "too_many_sockets"
+    cap: Literal["total", "owner"] = "total"
+    """Which cap refused the socket: ``total`` (the replica's) or ``owner`` (the key's)."""
+
+
+class OwnerSocketLimitReached(SocketLimitReached):
+    """The socket's owner (its API key) already holds its most live sockets."""
+
+    type = "too_many_sockets_for_owner"
+    cap = "owner"
+
+
+class BufferFull(Overloaded):
+    """The realtime sockets of this Ingress replica buffer their most audio together."""
+
+    type = "buffer_full"
 
 
 class QuotaExceeded(ServeError):

@@ -1,6 +1,6 @@
 """What goes into files that users open: names taken from the server for files written on a
 client's disk or into a zip, and CSV cells. Shared by the server's exports
-(``serve_app.api.jobs``, ``serve_app.api.history``) and the CLI (``funasr-serve jobs export``),
+(``serve_app.api.jobs.export``, ``serve_app.api.history``) and the CLI (``funasr-serve jobs export``),
 which must not trust names it receives.
 
 * A file name from a job (chosen by whoever uploaded it) becomes a safe base name: no path

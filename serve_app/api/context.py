@@ -32,11 +32,12 @@ class ApiContext:
     """Realtime sessions' state (pinned per session by ``SessionRouter``)."""
     realtime: RealtimeArgs
     jobs: JobsArgs
-    store: JobStore | None
-    """Jobs and history (``None``: both off)."""
+    store: JobStore
+    """Jobs and history."""
     data_dir: Path
     input_dir: Path | None
-    history: bool
+    keep_history: bool
+    """Keep single transcriptions in ``store.history`` (``StorageArgs.history``)."""
     created: int = field(default_factory=lambda: int(time.time()))
     keys: KeyRing = field(default_factory=KeyRing)
     """API keys (none: the server is open); enforced by ``serve_app.api.auth``."""

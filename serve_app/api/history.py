@@ -9,48 +9,16 @@ import io
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 
 from serve_app.api.context import ApiContext, context, visible_owner
-from serve_app.api.jobs import _time, store_of
-from serve_app.contracts import Transcript
+from serve_app.api.views import entry_json, page_json, timestamp, transcript_response
 from serve_app.errors import InvalidRequest
 from serve_app.exports import csv_text
-from serve_app.formats import MEDIA_TYPES, parse_format, render
-from serve_app.jobs import HistoryEntry
-from serve_app.jobs.models import SegmentJson, segment_json, segment_of
+from serve_app.formats import parse_format
 from serve_app.jobs.paging import MAX_LIMIT
 
 router = APIRouter(tags=["history"])
-
-
-def entry_json(e: HistoryEntry, segments: bool = False) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": e.id,
-        "object": "history.entry",
-        "created_at": _time(e.created_at),
-        "owner": e.owner,  # the label of the API key that made it (null without keys)
-        "source_name": e.source_name,
-        "duration_s": e.duration_s,
-        "language": e.language,
-        "model": e.model,
-        "text": e.text,
-    }
-    if segments:
-        body["segments"] = e.segments
-    return body
-
-
-def segments_json(t: Transcript) -> list[SegmentJson]:
-    return [segment_json(s) for s in t.segments]
-
-
-def as_transcript(e: HistoryEntry) -> Transcript:
-    return Transcript(
-        language=e.language or "",
-        duration_s=e.duration_s or 0.0,
-        segments=[segment_of(s) for s in e.segments],
-    )
 
 
 @router.get("/v1/history")
@@ -63,8 +31,8 @@ async def search_history(
 ) -> dict[str, Any]:
     if q is not None and len(q) > 256:
         raise InvalidRequest("q is at most 256 characters")
-    page = await asyncio.to_thread(store_of(ctx).history.search, q, owner=who, limit=limit, cursor=cursor)
-    return {"object": "list", "data": [entry_json(e) for e in page.items], "next_cursor": page.next_cursor}
+    page = await asyncio.to_thread(ctx.store.history.search, q, owner=who, limit=limit, cursor=cursor)
+    return page_json(page, entry_json)
 
 
 @router.get("/v1/history/export")
@@ -72,7 +40,7 @@ async def export_history(
     q: str | None = None, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> Response:
     """Every entry matching ``q`` as CSV (one row per entry)."""
-    store = store_of(ctx)
+    store = ctx.store
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(["id", "created_at", "source_name", "duration_s", "language", "model", "text"])
@@ -83,7 +51,7 @@ async def export_history(
             w.writerow(
                 [
                     e.id,
-                    _time(e.created_at),
+                    timestamp(e.created_at),
                     csv_text(e.source_name),
                     e.duration_s,
                     e.language,
@@ -108,19 +76,15 @@ async def get_entry(
     ctx: ApiContext = Depends(context),
     who: str | None = Depends(visible_owner),
 ) -> Response:
-    e = await asyncio.to_thread(store_of(ctx).history.get, entry_id, owner=who)
+    e = await asyncio.to_thread(ctx.store.history.get, entry_id, owner=who)
     if format is None:
         return JSONResponse(entry_json(e, segments=True))
-    fmt = parse_format(format)
-    body = render(as_transcript(e), fmt, words=True)
-    return (
-        JSONResponse(body) if isinstance(body, dict) else PlainTextResponse(body, media_type=MEDIA_TYPES[fmt])
-    )
+    return transcript_response(e.transcript(), parse_format(format), words=True)
 
 
 @router.delete("/v1/history/{entry_id}")
 async def delete_entry(
     entry_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
-    await asyncio.to_thread(store_of(ctx).history.delete, entry_id, owner=who)
+    await asyncio.to_thread(ctx.store.history.delete, entry_id, owner=who)
     return {"id": entry_id, "object": "history.entry", "deleted": True}

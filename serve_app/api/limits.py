@@ -5,7 +5,7 @@ refused at the limit like a declared one, and nothing past it is read, spooled o
 A body declared larger than its limit is answered 413 at once, unread; one that turns out
 larger raises ``PayloadTooLarge`` from ``receive`` into whatever is reading it (Starlette's form
 parser, our multipart and upload streams, ``request.body()``), which the error handlers turn
-into the 413. Readers that stream to disk (``serve_app.api.uploads``) delete their partial
+into the 413. Readers that stream to disk (``serve_app.api.jobs.receive``) delete their partial
 files when that happens."""
 
 from __future__ import annotations

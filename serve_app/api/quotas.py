@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve_app.api.errors import error_response, request_id
 from serve_app.config import QuotaArgs
-from serve_app.errors import Overloaded, QuotaExceeded
+from serve_app.errors import QuotaExceeded, TooManyStreams
 from serve_app.jobs import JobQuota
 
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -140,12 +140,6 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, err: QuotaExceeded
         return
     await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
     await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER, "reason": err.message[:120]})
-
-
-class TooManyStreams(Overloaded):
-    """The caller holds as many event streams open as it may."""
-
-    retry_after_s = 5.0
 
 
 @dataclass

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, Request
 
 from serve_app.api.context import ApiContext, caller, context
 from serve_app.api.quotas import Caller
-from serve_app.jobs import OwnerUsage, Usage
+from serve_app.api.views import timestamp, usage_json
+from serve_app.jobs import OwnerUsage
 
 logger = logging.getLogger("ray.serve")
 
@@ -27,10 +28,6 @@ ASR_QUEUE_FIELDS = (
     "queued_audio_s",
     "busy_fraction",
 )
-
-
-def _time(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def start_of_day(now: datetime) -> datetime:
@@ -52,17 +49,6 @@ def serve_json(app: str, status: Any) -> dict[str, Any]:
         "app": app,
         "status": str(getattr(status.status, "value", status.status)),
         "deployments": deployments,
-    }
-
-
-def usage_json(u: Usage) -> dict[str, Any]:
-    return {
-        "since": _time(u.since),
-        "audio_hours": round(u.audio_s / 3600, 4),
-        "history_audio_s": round(u.history_audio_s, 3),
-        "history_entries": u.history_entries,
-        "job_audio_s": round(u.job_audio_s, 3),
-        "job_windows": u.job_windows,
     }
 
 
@@ -140,15 +126,15 @@ async def server_status(request: Request, ctx: ApiContext = Depends(context)) ->
     serve_part, asr_part, usage, mine = await asyncio.gather(
         part("serve", asyncio.to_thread(_serve_status)),
         part("asr", asr_queue()),
-        part("usage", asyncio.to_thread(store.usage, start_of_day(now))) if store else asyncio.sleep(0),
+        part("usage", asyncio.to_thread(store.usage, start_of_day(now))),
         part("quotas", asyncio.to_thread(store.owner_usage, who.owner))
-        if store and ctx.quota.applies(who)
+        if ctx.quota.applies(who)
         else asyncio.sleep(0),
     )
     state = request.state
     return {
         "object": "status",
-        "time": _time(now),
+        "time": timestamp(now),
         "models": {
             "asr": {
                 "names": ctx.served.names,

@@ -6,16 +6,17 @@ import asyncio
 import logging
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from serve_app.api.context import ApiContext, context, owner
 from serve_app.api.limits import MULTIPART_SLACK
 from serve_app.api.protocol import TranscriptionOptions
+from serve_app.api.views import transcript_response
 from serve_app.contracts import AudioSource, Transcript
 from serve_app.errors import InvalidRequest, PayloadTooLarge, ServeError
-from serve_app.formats import MEDIA_TYPES, ResponseFormat, render
 from serve_app.jobs import JobStore
+from serve_app.jobs.models import segments_json
 
 logger = logging.getLogger("ray.serve")
 
@@ -53,20 +54,13 @@ async def read_upload(request: Request, ctx: ApiContext) -> tuple[bytes, Transcr
     return data, options, name
 
 
-def transcript_response(t: Transcript, fmt: ResponseFormat, words: bool) -> Response:
-    body = render(t, fmt, words)
-    if isinstance(body, dict):
-        return JSONResponse(body)
-    return PlainTextResponse(body, media_type=MEDIA_TYPES[fmt])
-
-
 @router.post("/v1/audio/transcriptions")
 async def create_transcription(
     request: Request, ctx: ApiContext = Depends(context), who: str | None = Depends(owner)
 ) -> Response:
     data, options, name = await read_upload(request, ctx)
     transcript = await ctx.pipeline.transcribe_source(AudioSource(data=data), options.pipeline_options())
-    if ctx.history and ctx.store is not None:
+    if ctx.keep_history:
         await keep(ctx.store, transcript, name, options.model or ctx.served.names[0], who)
     return transcript_response(transcript, options.response_format, options.words)
 
@@ -74,8 +68,6 @@ async def create_transcription(
 async def keep(store: JobStore, t: Transcript, name: str, model: str, who: str | None) -> None:
     """Text and metadata into the history (never the audio); a failure to write it is logged,
     not the user's problem."""
-    from serve_app.api.history import segments_json
-
     try:
         await asyncio.to_thread(
             store.history.add,

@@ -12,10 +12,10 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.api import ApiContext, create_app
 from serve_app.api.auth import open_warning
 from serve_app.api.origins import HostPolicy
-from serve_app.api.uploads import remove_stale_incoming
 from serve_app.config import AccessArgs, JobsArgs, LimitsArgs, QuotaArgs, RealtimeArgs, RetryArgs, StorageArgs
 from serve_app.contracts import ServedModel
 from serve_app.jobs import JobStore
+from serve_app.jobs.blobs import remove_stale_incoming
 from serve_app.keys import KeyRing
 from serve_app.stages import Stages
 
@@ -63,7 +63,7 @@ class Ingress:
             store=JobStore.open(storage.database),
             data_dir=storage.data_dir,
             input_dir=storage.input_dir,
-            history=storage.history,
+            keep_history=storage.history,
             keys=keys,
             quotas=quotas or QuotaArgs(),
             hosts=HostPolicy.build(host, access.allowed_hosts, access.allowed_origins),

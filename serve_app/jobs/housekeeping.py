@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from serve_app.config import StorageArgs
-from serve_app.jobs.audio import remove_audio
+from serve_app.jobs import blobs
 from serve_app.jobs.store import JobStore
 
 HOUSEKEEPING_S = 3600.0
@@ -33,9 +33,9 @@ def housekeep(store: JobStore, storage: StorageArgs) -> Swept:
         entries = store.history.purge(storage.history_retention_days)
     if storage.job_retention_days > 0:
         for deleted in store.purge_jobs(storage.job_retention_days * 86400):
-            remove_audio(storage.data_dir, deleted.unreferenced_paths)
+            blobs.remove(storage.data_dir, deleted.unreferenced_paths)
             jobs += 1
             files += len(deleted.unreferenced_paths)
     unattached = store.delete_unreferenced_uploads(UNATTACHED_UPLOAD_S)
-    remove_audio(storage.data_dir, unattached)
+    blobs.remove(storage.data_dir, unattached)
     return Swept(history_entries=entries, jobs=jobs, files=files + len(unattached))

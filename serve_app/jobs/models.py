@@ -1,8 +1,9 @@
 """What the job store takes and returns: frozen dataclasses, no SQL, no Ray.
 
 Segments travel as JSON-shaped ``TypedDict``s (``{start_s, end_s, text, words: [...]}``) because
-that is how they are stored and how the API renders them; ``Window.from_transcript`` converts a
-pipeline ``Transcript``."""
+that is how they are stored. ``segment_json`` and ``segment_of`` are the one conversion between
+them and ``contracts.TranscriptSegment``; what the API renders is always a
+``contracts.Transcript`` (``FileTranscript.transcript``, ``HistoryEntry.transcript``)."""
 
 from __future__ import annotations
 
@@ -45,12 +46,14 @@ def segment_of(s: SegmentJson) -> TranscriptSegment:
     return TranscriptSegment(s["start_s"], s["end_s"], s["text"], words)
 
 
-def join_texts(segments: Sequence[SegmentJson], language: str | None) -> str:
-    """Plain text of segments, joined as ``contracts.Transcript.text`` joins them (no spaces
-    between Chinese segments)."""
-    parts = [s["text"].strip() for s in segments if s["text"].strip()]
-    sep = "" if (language or "").startswith("zh") else " "
-    return sep.join(parts)
+def segments_json(t: Transcript) -> list[SegmentJson]:
+    """A transcript's segments as stored."""
+    return [segment_json(s) for s in t.segments]
+
+
+def segments_of(segments: Sequence[SegmentJson]) -> list[TranscriptSegment]:
+    """Stored segments as transcript segments."""
+    return [segment_of(s) for s in segments]
 
 
 @dataclass(frozen=True)
@@ -242,8 +245,7 @@ class Window:
 
     @classmethod
     def from_transcript(cls, t: Transcript, start_s: float, end_s: float) -> Window:
-        segs = [segment_json(s) for s in t.segments]
-        return cls(start_s=start_s, end_s=end_s, segments=segs, language=t.language)
+        return cls(start_s=start_s, end_s=end_s, segments=segments_json(t), language=t.language)
 
 
 @dataclass(frozen=True)
@@ -261,9 +263,18 @@ class FileTranscript:
     def complete(self) -> bool:
         return self.file.state is FileState.DONE
 
+    def transcript(self, default_language: str = "") -> Transcript:
+        """What the API renders: ``default_language`` (the served model's) when no window
+        named one, the file's duration or else the audio covered so far."""
+        return Transcript(
+            language=self.language or default_language,
+            duration_s=self.file.duration_s or self.covered_s,
+            segments=segments_of(self.segments),
+        )
+
     @property
     def text(self) -> str:
-        return join_texts(self.segments, self.language)
+        return self.transcript().text
 
 
 @dataclass(frozen=True)
@@ -279,6 +290,14 @@ class HistoryEntry:
     model: str | None
     text: str
     segments: list[SegmentJson]
+
+    def transcript(self) -> Transcript:
+        """What the API renders (``language`` ``""`` and ``duration_s`` 0 when not recorded)."""
+        return Transcript(
+            language=self.language or "",
+            duration_s=self.duration_s or 0.0,
+            segments=segments_of(self.segments),
+        )
 
 
 @dataclass(frozen=True)

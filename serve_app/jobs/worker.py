@@ -13,7 +13,6 @@ unexpected server error hands the file back for another attempt (``JobStore.max_
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,8 +20,9 @@ from pathlib import Path
 
 from serve_app.config import JobsArgs
 from serve_app.contracts import AsrOptions, AudioSource, PostOptions, Priority, TranscribeOptions, Transcript
-from serve_app.errors import Overloaded, ServeError
-from serve_app.jobs.audio import remove_audio
+from serve_app.errors import FileChanged, Overloaded, PayloadTooLargeForJob, ServeError
+from serve_app.hashing import sha256_file
+from serve_app.jobs import blobs
 from serve_app.jobs.models import Claim, JobOptions, Window, WriteResult
 from serve_app.jobs.store import JobStore
 
@@ -173,7 +173,7 @@ class JobWorker:
         if not self.keep_audio and source is None:  # an input-folder file is the user's own
             released = await asyncio.to_thread(self.store.release_upload, f.sha256)
             if released:
-                remove_audio(self.data_dir, [released])
+                blobs.remove(self.data_dir, [released])
 
     async def _with_backoff(self, source: AudioSource, opts: TranscribeOptions) -> Transcript:
         delay = 0.5
@@ -208,13 +208,6 @@ class JobWorker:
                 return
 
 
-class FileChanged(ServeError):
-    """An input-folder file no longer holds the content it had when the job was made."""
-
-    status_code = 409
-    type = "file_changed"
-
-
 class InPlaceFile:
     """An input-folder file read where it lies: its content must still be what was hashed
     when the job was made. Checked in full before the first window; after each window its
@@ -235,11 +228,8 @@ class InPlaceFile:
 
     def verify(self) -> None:
         before = self._stat()
-        h = hashlib.sha256()
-        with self.path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-        if h.hexdigest() != self.sha256 or self._stat() != before:
+        sha, _ = sha256_file(self.path)
+        if sha != self.sha256 or self._stat() != before:
             raise FileChanged(
                 "the file in the input folder changed after the job was made (its sha256 is no longer "
                 f"{self.sha256[:12]}…); make a new job for the new content"
@@ -249,10 +239,3 @@ class InPlaceFile:
     def check_unchanged(self) -> None:
         if self._stat() != self._identity:
             self.verify()
-
-
-class PayloadTooLargeForJob(ServeError):
-    """A job file over ``jobs.max_file_audio_s``."""
-
-    status_code = 413
-    type = "payload_too_large"

@@ -21,30 +21,8 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
-from typing import Literal
 
-from serve_app.errors import Overloaded
-
-
-class SocketLimitReached(Overloaded):
-    """No room for another realtime socket on this Ingress replica (the total cap)."""
-
-    type = "too_many_sockets"
-    cap: Literal["total", "owner"] = "total"
-    """Which cap refused the socket: ``total`` (the replica's) or ``owner`` (the key's)."""
-
-
-class OwnerSocketLimitReached(SocketLimitReached):
-    """The socket's owner (its API key) already holds its most live sockets."""
-
-    type = "too_many_sockets_for_owner"
-    cap = "owner"
-
-
-class BufferFull(Overloaded):
-    """The realtime sockets of this Ingress replica buffer their most audio together."""
-
-    type = "buffer_full"
+from serve_app.errors import BufferFull, OwnerSocketLimitReached, SocketLimitReached
 
 
 class SocketRegistry:

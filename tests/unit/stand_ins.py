@@ -9,6 +9,7 @@ from typing import Any, cast
 from serve_app.api.context import ApiContext
 from serve_app.config import JobsArgs, LimitsArgs, RealtimeArgs, RetryArgs
 from serve_app.contracts import ServedModel
+from serve_app.jobs import JobStore
 from serve_app.stages import Stages
 
 NOTHING = cast(Any, None)
@@ -17,7 +18,11 @@ NOTHING = cast(Any, None)
 
 def api_context(data_dir: Path, *, streaming: Any = NOTHING, **fields: Any) -> ApiContext:
     """A context over stand-in stages (``streaming``: a fake Streaming handle, if the test opens
-    realtime sockets); ``fields`` override any other ``ApiContext`` field."""
+    realtime sockets); ``fields`` override any other ``ApiContext`` field. Without a ``store``,
+    a SQLite store of its own in ``data_dir``."""
+    if "store" not in fields:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fields["store"] = JobStore.open(data_dir / "stand-in.db")
     stages = Stages(decode=NOTHING, vad=NOTHING, asr=NOTHING, post=NOTHING, streaming=streaming)
     defaults: dict[str, Any] = {
         "pipeline": stages.pipeline(RetryArgs()),
@@ -27,9 +32,8 @@ def api_context(data_dir: Path, *, streaming: Any = NOTHING, **fields: Any) -> A
         "streaming": streaming,
         "realtime": RealtimeArgs(idle_timeout_s=5),  # a route left waiting fails fast
         "jobs": JobsArgs(),
-        "store": None,
         "data_dir": data_dir,
         "input_dir": None,
-        "history": True,
+        "keep_history": True,
     }
     return ApiContext(**{**defaults, **fields})

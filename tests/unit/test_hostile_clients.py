@@ -22,11 +22,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from serve_app.api import ApiContext, create_app
 from serve_app.api.origins import HostPolicy
-from serve_app.api.uploads import remove_stale_incoming
 from serve_app.cli import main as cli
 from serve_app.config import JobsArgs, LimitsArgs, QuotaArgs
 from serve_app.exports import UniqueNames, csv_text, safe_stem
 from serve_app.jobs import JobOptions, JobStore, NewFile, Window
+from serve_app.jobs.blobs import remove_stale_incoming
 from serve_app.keys import KeyRing
 from tests.unit.stand_ins import api_context
 from tests.unit.test_api_keys import ALICE, BOB, RING, ROOT, bearer

@@ -9,9 +9,8 @@ import pytest
 
 from serve_app.api.protocol import FunasrConfig
 from serve_app.config import LimitsArgs
-from serve_app.errors import InvalidRequest
+from serve_app.errors import BufferFull, InvalidRequest
 from serve_app.realtime.audio import AudioBuffer, Pcm16Stream
-from serve_app.realtime.capacity import BufferFull
 from tests.support import pcm16
 
 

@@ -31,13 +31,8 @@ from serve_app.api.realtime.events import (
     parse_client_event,
 )
 from serve_app.config import RealtimeArgs
-from serve_app.errors import InvalidRequest
-from serve_app.realtime.capacity import (
-    BufferFull,
-    OwnerSocketLimitReached,
-    SocketLimitReached,
-    SocketRegistry,
-)
+from serve_app.errors import BufferFull, InvalidRequest, OwnerSocketLimitReached, SocketLimitReached
+from serve_app.realtime.capacity import SocketRegistry
 from tests.unit.stand_ins import api_context
 
 # ------------------------------------------------------------------ the registry
@@ -234,7 +229,7 @@ def make_app(tmp_path: Path) -> Iterator[Factory]:
                 tmp_path,
                 streaming=FakeStreaming(),
                 realtime=RealtimeArgs(idle_timeout_s=5, **realtime),  # a hung socket fails fast
-                history=False,
+                keep_history=False,
             )
             # One portal (event loop) for every socket of the test, as one replica has.
             return stack.enter_context(TestClient(create_app(ctx))), ctx

@@ -27,9 +27,16 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from serve_app.api.context import ApiContext
 from serve_app.api.quotas import Caller
-from serve_app.errors import InvalidRequest, Overloaded, PayloadTooLarge, ServeError, TooFast
+from serve_app.errors import (
+    InvalidRequest,
+    Overloaded,
+    PayloadTooLarge,
+    ServeError,
+    SocketLimitReached,
+    TooFast,
+)
 from serve_app.realtime.audio import Budget
-from serve_app.realtime.capacity import TRIM_AFTER_BYTES, SocketLimitReached, SocketSlot, trim_heap
+from serve_app.realtime.capacity import TRIM_AFTER_BYTES, SocketSlot, trim_heap
 from serve_app.realtime.session import Emit, RealtimeSession, SessionOptions
 
 CLOSE_TRY_AGAIN_LATER = 1013

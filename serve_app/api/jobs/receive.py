@@ -1,13 +1,12 @@
-"""Uploads of job audio: streamed to the data directory while hashed, never held whole in
-memory, and stored by content (sha256) so that the same file is kept once and a client can ask
-first whether the server already has it (``HEAD /v1/uploads/{sha256}``)."""
+"""Request bodies of job audio (a raw ``PUT /v1/uploads/{sha256}`` body, a multipart job's
+files) streamed to ``uploads/`` while hashed, never held whole in memory, and stored by content
+(sha256) so that the same file is kept once and a client can ask first whether the server
+already has it (``HEAD /v1/uploads/{sha256}``). The files themselves are written, moved and
+removed by ``serve_app.jobs.blobs``."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +14,10 @@ from fastapi import Request
 from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 
-from serve_app.errors import InvalidRequest, PayloadTooLarge, ServeError
-
-CHUNK = 1 << 20
+from serve_app.errors import InvalidRequest, ServeError
+from serve_app.hashing import CHUNK
+from serve_app.jobs import blobs
+from serve_app.jobs.blobs import BlobWriter
 
 
 @dataclass
@@ -35,74 +35,6 @@ class _Part:
     name: str = ""
     filename: str | None = None
     value: bytearray = field(default_factory=bytearray)
-    hasher: hashlib._Hash | None = None
-    tmp: Path | None = None
-    fh: object = None
-    size: int = 0
-
-
-INCOMING = Path("uploads") / ".incoming"
-"""Under the data directory: uploads on their way in (moved under their hash when complete)."""
-STALE_INCOMING_S = 600.0
-"""A file in ``INCOMING`` untouched this long is what a crash left (a live upload writes on)."""
-
-
-def remove_stale_incoming(data_dir: Path, older_than_s: float = STALE_INCOMING_S) -> int:
-    """Delete partial uploads a crash left behind; how many. Files another replica is still
-    writing (touched within ``older_than_s``) are left alone: replicas share the directory."""
-    import time
-
-    incoming = data_dir / INCOMING
-    if not incoming.is_dir():
-        return 0
-    cutoff, removed = time.time() - older_than_s, 0
-    for p in incoming.iterdir():
-        try:
-            if p.is_file() and p.stat().st_mtime < cutoff:
-                p.unlink()
-                removed += 1
-        except FileNotFoundError:  # finished or removed by another replica meanwhile
-            pass
-    return removed
-
-
-def blob_path(data_dir: Path, sha256: str) -> Path:
-    """Where a new copy of ``sha256``'s content goes (unique per copy: see ``JobStore.add_upload``)."""
-    return data_dir / "uploads" / sha256[:2] / f"{sha256}.{secrets.token_hex(4)}"
-
-
-class BlobWriter:
-    """One file streamed to a temporary name under ``data_dir/uploads/.incoming``, hashed on the
-    way; ``finish`` moves it under its content's name."""
-
-    def __init__(self, data_dir: Path, max_bytes: int) -> None:
-        self.data_dir, self.max_bytes = data_dir, max_bytes
-        incoming = data_dir / INCOMING
-        incoming.mkdir(parents=True, exist_ok=True)
-        self.tmp = incoming / secrets.token_hex(8)
-        self._fh = self.tmp.open("wb")
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > self.max_bytes:
-            raise PayloadTooLarge(f"a file is larger than {self.max_bytes / 2**20:.0f} MB")
-        self._hash.update(data)
-        self._fh.write(data)  # type: ignore[attr-defined]
-
-    def finish(self) -> tuple[str, str]:
-        """``(sha256, path relative to data_dir)``."""
-        self._fh.close()  # type: ignore[attr-defined]
-        sha = self._hash.hexdigest()
-        target = blob_path(self.data_dir, sha)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.tmp, target)
-        return sha, str(target.relative_to(self.data_dir))
-
-    def discard(self) -> None:
-        self._fh.close()  # type: ignore[attr-defined]
-        self.tmp.unlink(missing_ok=True)
 
 
 async def receive_body(request: Request, data_dir: Path, max_bytes: int) -> tuple[str, str, int]:
@@ -210,8 +142,7 @@ async def receive_multipart(
     if error is not None:
         for w in writers:
             w.discard()
-        for f in stored:
-            (data_dir / f.path).unlink(missing_ok=True)
+        blobs.remove(data_dir, [f.path for f in stored])
         if isinstance(error, ServeError):
             raise error
         raise InvalidRequest(f"could not parse the multipart body: {error}") from None
