@@ -133,8 +133,9 @@ def test_parallel_workers_run_clips_at_once(parallel: WhisperAsr, clips: list[np
         parallel._model.model = timed._model
     assert [r[0].text for r in results] == [expected] * 2
     # Each call decodes its clip in one generate; the two intervals overlap when the calls
-    # really run at once (one worker, or a semaphore of one, would run them back to back).
+    # really run at once (one worker, or a semaphore of one, would run them back to back, so
+    # they would not overlap at all). How much they overlap depends on the box's load.
     (a0, a1), (b0, b1) = sorted(timed.intervals)
     overlap = min(a1, b1) - max(a0, b0)
     print(f"generate intervals {a1 - a0:.2f} s and {b1 - b0:.2f} s, overlapping {overlap:.2f} s")
-    assert overlap > 0.25 * min(a1 - a0, b1 - b0), timed.intervals
+    assert overlap > 0, timed.intervals
