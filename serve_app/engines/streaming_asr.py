@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,88 +39,16 @@ import torch
 
 from serve_app.contracts import SAMPLE_RATE
 from serve_app.engines.funasr_loader import load_automodel
+from serve_app.engines.padded_batch import attend, cat_valid, lengths_mask, pad_frames, stack_right
+from serve_app.engines.streaming_state import ChunkTrace, StreamingSession, StreamingStep, empty_samples
+
+__all__ = ["ChunkTrace", "StreamingParaformer", "StreamingSession", "StreamingStep"]
 
 LFR_FRAME_SAMPLES = SAMPLE_RATE * 60 // 1000
 """One encoder frame is 60 ms (10 ms fbank shift, LFR n=6); FunASR's chunk sizes count these."""
 
 TAIL_SAMPLES = 960
 """FunASR encodes a final piece shorter than this from the carried-over frames alone."""
-
-
-@dataclass(frozen=True)
-class ChunkTrace:
-    """What one model chunk of one session computed (for tests and debugging)."""
-
-    encoder_out: np.ndarray
-    """(frames, d): the encoder output over the overlap frames + the chunk's frames."""
-    alphas: np.ndarray
-    """(frames,): the CIF weights after FunASR's chunk masking, before the carried-over weight."""
-    tokens: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class StreamingStep:
-    """The result of one :meth:`StreamingParaformer.step` for one session."""
-
-    text: str
-    """Text of the tokens decoded in this call (FunASR's online partial for this chunk)."""
-    tokens: tuple[str, ...]
-    utterance_text: str
-    """All text of the current utterance so far, this call's included."""
-    is_final: bool
-    """This call ended the utterance; the session starts afresh with its next samples."""
-    traces: tuple[ChunkTrace, ...] = ()
-    """One per model chunk run in this call, when ``step(..., trace=True)``."""
-
-
-def _empty_samples() -> np.ndarray:
-    return np.zeros(0, dtype=np.float32)
-
-
-@dataclass(eq=False)
-class StreamingSession:
-    """One stream's state between chunks: FunASR's ``cache`` dict, typed and bounded.
-
-    Every field is bounded: ``pending`` holds less than one model chunk after each step, the
-    look-back caches are cut to ``look_back * chunk`` frames, the decoder FSMN memory to its
-    kernel. Only ``text`` grows, with the utterance (it is cleared after ``is_final``).
-    Dropping the object frees it; :meth:`reset` clears it for a new utterance."""
-
-    pending: np.ndarray = field(default_factory=_empty_samples)
-    """Samples not yet in a model chunk (< chunk samples after a step)."""
-    frontend: dict[str, Any] = field(default_factory=dict)
-    """WavFrontendOnline's own cache: leftover samples, fbank and LFR splice frames."""
-    position: int = 0
-    """Encoder frames so far: the streaming position encoding counts from the stream start."""
-    overlap: torch.Tensor | None = None
-    """(chunk[0] + chunk[2], feat_dim) encoder input frames carried over to the next chunk."""
-    enc_k: list[torch.Tensor | None] = field(default_factory=list)
-    """Per encoder layer: (heads, <= look_back * chunk[1], d_k) self-attention keys."""
-    enc_v: list[torch.Tensor | None] = field(default_factory=list)
-    cif_hidden: torch.Tensor | None = None
-    """(d,) CIF carry-over: the partly integrated frame."""
-    cif_alpha: torch.Tensor | None = None
-    """() CIF carry-over: its weight so far."""
-    dec_fsmn: list[torch.Tensor | None] = field(default_factory=list)
-    """Per decoder FSMN layer: (d, kernel - 1) of the last inputs."""
-    dec_k: list[torch.Tensor | None] = field(default_factory=list)
-    """Per decoder layer: (heads, <= look_back * chunk[1], d_k) cross-attention keys."""
-    dec_v: list[torch.Tensor | None] = field(default_factory=list)
-    text: str = ""
-    """Text of the current utterance so far."""
-    samples_seen: int = 0
-    """Samples fed since the session was created (across utterances)."""
-
-    def reset(self) -> None:
-        """Forget the utterance (FunASR's ``init_cache``): the next samples start a new one."""
-        self.pending = _empty_samples()
-        self.frontend = {}
-        self.position = 0
-        self.overlap = None
-        self.enc_k, self.enc_v = [], []
-        self.cif_hidden = self.cif_alpha = None
-        self.dec_fsmn, self.dec_k, self.dec_v = [], [], []
-        self.text = ""
 
 
 @dataclass
@@ -139,66 +67,6 @@ def _join(a: str, b: str) -> str:
     if a and b and a[-1].isascii() and a[-1].isalnum() and b[0].isascii() and b[0].isalnum():
         return f"{a} {b}"
     return a + b
-
-
-def _stack_right(caches: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Stack per-session (heads, L_i, d_k) caches into (B, heads, L_max, d_k), right-aligned
-    (the newest frame last, as in each session's own cache), and the (B, L_max) mask of real
-    frames; the mask is None when every session has L_max frames."""
-    lens = [0 if c is None else c.size(1) for c in caches]
-    longest = max(lens)
-    if longest == 0:
-        return None, None
-    if min(lens) == longest:
-        return torch.stack([c for c in caches if c is not None]), None
-    like = next(c for c in caches if c is not None)
-    out = like.new_zeros((len(caches), like.size(0), longest, like.size(2)))
-    for i, c in enumerate(caches):
-        if c is not None and lens[i]:
-            out[i, :, longest - lens[i] :] = c
-    starts = torch.tensor([longest - n for n in lens], device=like.device)
-    valid = torch.arange(longest, device=like.device)[None, :] >= starts[:, None]
-    return out, valid
-
-
-def _lengths_mask(lens: Sequence[int], width: int, device: torch.device) -> torch.Tensor | None:
-    """(B, width) mask of real frames, None when nothing is padded."""
-    if min(lens) == width:
-        return None
-    return torch.arange(width, device=device)[None, :] < torch.tensor(lens, device=device)[:, None]
-
-
-def _pad_frames(frames: Sequence[torch.Tensor]) -> torch.Tensor:
-    """(B, T_max, d) from per-session (T_i, d), zero-padded on the right."""
-    return torch.nn.utils.rnn.pad_sequence(list(frames), batch_first=True)
-
-
-def _attend(
-    attn: Any, q_h: torch.Tensor, k_h: torch.Tensor, v_h: torch.Tensor, key_valid: torch.Tensor | None
-) -> torch.Tensor:
-    """FunASR's scaled dot-product attention + output projection, masking padded keys."""
-    q_h = q_h * attn.d_k ** (-0.5)
-    scores = torch.matmul(q_h, k_h.transpose(-2, -1))
-    if key_valid is None:
-        weights = torch.softmax(scores, dim=-1)
-    else:
-        masked = ~key_valid[:, None, None, :]
-        weights = torch.softmax(scores.masked_fill(masked, -float("inf")), dim=-1).masked_fill(masked, 0.0)
-    x = torch.matmul(weights, v_h)
-    x = x.transpose(1, 2).contiguous().view(x.size(0), -1, attn.h * attn.d_k)
-    return attn.linear_out(x)  # type: ignore[no-any-return]
-
-
-def _cat_valid(
-    parts: Sequence[tuple[torch.Tensor | None, int, int]], device: torch.device
-) -> torch.Tensor | None:
-    """Concatenate (mask or None, batch, width) key masks; None when nothing is masked."""
-    if all(m is None for m, _, _ in parts):
-        return None
-    return torch.cat(
-        [m if m is not None else torch.ones((b, w), dtype=torch.bool, device=device) for m, b, w in parts],
-        dim=1,
-    )
 
 
 class StreamingParaformer:
@@ -284,7 +152,7 @@ class StreamingParaformer:
             rest = buf[full * self.chunk_samples :]
             if is_final:
                 chunks.append(rest)  # possibly empty: FunASR then runs its tail chunk
-                session.pending = _empty_samples()
+                session.pending = empty_samples()
             else:
                 session.pending = rest.copy()
             plans.append(chunks)
@@ -387,9 +255,9 @@ class StreamingParaformer:
         look_back = self.encoder_chunk_look_back
         frames = [w.x for w in live if w.x is not None]
         lens = [f.size(0) for f in frames]
-        x = _pad_frames(frames)
+        x = pad_frames(frames)
         bsz, width = x.size(0), x.size(1)
-        cur_valid = _lengths_mask(lens, width, x.device)
+        cur_valid = lengths_mask(lens, width, x.device)
         for s in (w.session for w in live):
             if not s.enc_k:
                 s.enc_k = [None] * len(self._enc_layers)
@@ -401,12 +269,10 @@ class StreamingParaformer:
             q_h, k_h, v_h, v = attn.forward_qkv(xn)
             key_valid = cur_valid
             if look_back > 0:
-                ck, cache_valid = _stack_right([w.session.enc_k[li] for w in live])
-                cv, _ = _stack_right([w.session.enc_v[li] for w in live])
+                ck, cache_valid = stack_right([w.session.enc_k[li] for w in live])
+                cv, _ = stack_right([w.session.enc_v[li] for w in live])
                 if ck is not None and cv is not None:
-                    key_valid = _cat_valid(
-                        [(cache_valid, bsz, ck.size(2)), (cur_valid, bsz, width)], x.device
-                    )
+                    key_valid = cat_valid([(cache_valid, bsz, ck.size(2)), (cur_valid, bsz, width)], x.device)
                     k_all, v_all = torch.cat([ck, k_h], dim=2), torch.cat([cv, v_h], dim=2)
                 else:
                     k_all, v_all = k_h, v_h
@@ -428,7 +294,7 @@ class StreamingParaformer:
             # FSMN memory over the chunk's values: padded frames must read as the zero padding.
             if cur_valid is not None:
                 v = v * cur_valid[:, :, None].to(v.dtype)
-            out = _attend(attn, q_h, k_all, v_all, key_valid) + attn.forward_fsmn(v, None)
+            out = attend(attn, q_h, k_all, v_all, key_valid) + attn.forward_fsmn(v, None)
             x = residual + out if layer.in_size == layer.size else out
             x = x + layer.feed_forward(layer.norm2(x))
         if self.model.encoder.normalize_before:
@@ -440,7 +306,7 @@ class StreamingParaformer:
         the left context never fires, the right context only in a final chunk."""
         pred = self.model.predictor
         left, chunk, _ = self.chunk_size
-        valid = _lengths_mask(lens, enc.size(1), enc.device)
+        valid = lengths_mask(lens, enc.size(1), enc.device)
         hidden = enc if valid is None else enc * valid[:, :, None].to(enc.dtype)
         out = torch.relu(pred.cif_conv1d(pred.pad(hidden.transpose(1, 2)))).transpose(1, 2)
         alphas = torch.sigmoid(pred.cif_output(out))
@@ -474,7 +340,7 @@ class StreamingParaformer:
             seq_h.append(torch.cat(hs))
             seq_a.append(torch.cat(ws))
         steps = [a.numel() for a in seq_a]
-        hidden, weight = _pad_frames(seq_h), _pad_frames(seq_a)
+        hidden, weight = pad_frames(seq_h), pad_frames(seq_a)
         integrate = alphas.new_zeros(bsz)
         frames = enc.new_zeros((bsz, d))
         fired: list[list[torch.Tensor]] = [[] for _ in live]
@@ -513,10 +379,10 @@ class StreamingParaformer:
         sessions = [live[b].session for b in rows]
         n_tok = [embeds[b].size(0) for b in rows]
         mem_lens = [lens[b] for b in rows]
-        x = _pad_frames([embeds[b] for b in rows])
+        x = pad_frames([embeds[b] for b in rows])
         memory = enc[rows, : max(mem_lens)]
         bsz, width = x.size(0), x.size(1)
-        mem_valid = _lengths_mask(mem_lens, memory.size(1), memory.device)
+        mem_valid = lengths_mask(mem_lens, memory.size(1), memory.device)
         kernel = self._dec_kernel
         for s in sessions:
             if not s.dec_fsmn:
@@ -534,7 +400,7 @@ class StreamingParaformer:
                 if prev is None:
                     prev = inputs.new_zeros((inputs.size(2), self._dec_left_pad))
                 wins.append(torch.cat([prev, tok], dim=1).transpose(0, 1))
-            win = _pad_frames(wins)  # (B, frames, d)
+            win = pad_frames(wins)  # (B, frames, d)
             need = kernel - 1 + width
             if win.size(1) < need:
                 win = torch.nn.functional.pad(win, (0, 0, 0, need - win.size(1)))
@@ -554,10 +420,10 @@ class StreamingParaformer:
             key_valid = mem_valid
             k_all, v_all = k_h, v_h
             if look_back > 0:
-                ck, cache_valid = _stack_right([s.dec_k[li] for s in sessions])
-                cv, _ = _stack_right([s.dec_v[li] for s in sessions])
+                ck, cache_valid = stack_right([s.dec_k[li] for s in sessions])
+                cv, _ = stack_right([s.dec_v[li] for s in sessions])
                 if ck is not None and cv is not None:
-                    key_valid = _cat_valid(
+                    key_valid = cat_valid(
                         [(cache_valid, bsz, ck.size(2)), (mem_valid, bsz, memory.size(1))], x.device
                     )
                     k_all, v_all = torch.cat([ck, k_h], dim=2), torch.cat([cv, v_h], dim=2)
@@ -568,7 +434,7 @@ class StreamingParaformer:
                     if old_k is not None and old_v is not None:
                         new_k, new_v = torch.cat([old_k, new_k], dim=1), torch.cat([old_v, new_v], dim=1)
                     s.dec_k[li], s.dec_v[li] = new_k[:, -keep:].clone(), new_v[:, -keep:].clone()
-            x = residual + _attend(attn, q_h, k_all, v_all, key_valid)
+            x = residual + attend(attn, q_h, k_all, v_all, key_valid)
         for j, layer in enumerate(self._dec_fsmn_layers[len(dec.decoders) :], start=len(dec.decoders)):
             residual = x
             t = layer.feed_forward(layer.norm1(x))

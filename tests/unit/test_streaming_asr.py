@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from serve_app.engines import streaming_asr
+from serve_app.engines import padded_batch, streaming_asr
 from serve_app.engines.streaming_asr import ChunkTrace, StreamingParaformer, StreamingSession
 from tools.audio import speak
 
@@ -148,9 +148,9 @@ def test_control_unmasked_padding_is_caught(
 ) -> None:
     """...and so can a batcher that pads sessions to one shape without masking the padding."""
     single = [alone(engine, s) for s in streams]
-    monkeypatch.setattr(streaming_asr, "_lengths_mask", lambda lens, width, device: None)
-    stack = streaming_asr._stack_right
-    monkeypatch.setattr(streaming_asr, "_stack_right", lambda caches: (stack(caches)[0], None))
+    monkeypatch.setattr(streaming_asr, "lengths_mask", lambda lens, width, device: None)
+    stack = padded_batch.stack_right
+    monkeypatch.setattr(streaming_asr, "stack_right", lambda caches: (stack(caches)[0], None))
     worst, tokens = mismatch(single, together(engine, streams))
     assert worst > 1e-3, f"unmasked padding went unnoticed (max diff {worst:.2e})"
 
