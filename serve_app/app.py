@@ -12,7 +12,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from serve_app.config import AccessArgs, PipelineArgs, Settings, StorageArgs
+from serve_app.config import PipelineArgs
 from serve_app.contracts import ServedModel
 from serve_app.deployments.asr import AsrDeployment
 from serve_app.deployments.decode import DecodeDeployment
@@ -24,6 +24,7 @@ from serve_app.deployments.vad import VadDeployment
 from serve_app.engines import supported_languages
 from serve_app.keys import KeyRing
 from serve_app.model_paths import resolve
+from serve_app.settings import AccessArgs, Settings, StorageArgs
 from serve_app.stages import Stages
 
 

@@ -37,7 +37,7 @@ _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")
 
 
 class KeySource(Protocol):
-    """Where keys are configured: ``serve_app.config.Settings``'s fields."""
+    """Where keys are configured: ``serve_app.settings.Settings``'s fields."""
 
     api_keys: str
     api_keys_file: Path | None

@@ -23,8 +23,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from serve_app.config import Settings
 from serve_app.errors import ModelUnavailable
+from serve_app.settings import Settings
 
 # FunASR's short names → ModelScope ids (the ids FunASR itself uses for these names).
 HUB_IDS: dict[str, str] = {

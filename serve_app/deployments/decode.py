@@ -9,13 +9,14 @@ from typing import Any
 
 from ray import serve
 
-from serve_app.config import LimitsArgs, Settings
+from serve_app.config import LimitsArgs
 from serve_app.contracts import AudioSource, DecodedAudio
 from serve_app.deployments.common import WARMUP_AUDIO, Worker, logger, replica_info
 from serve_app.engines.decode import FfmpegDecoder
 from serve_app.engines.wav import encode_wav
 from serve_app.errors import ServeError
 from serve_app.metrics import decode_failures
+from serve_app.settings import Settings
 
 KILL_MARKER = b"FUNASR-SERVE-TEST-HOOK:KILL-REPLICA\n"
 """With ``Settings.test_hooks`` on (tests only), an upload that starts with these bytes makes

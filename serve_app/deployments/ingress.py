@@ -12,11 +12,12 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.api import ApiContext, create_app
 from serve_app.api.auth import open_warning
 from serve_app.api.origins import HostPolicy
-from serve_app.config import AccessArgs, JobsArgs, LimitsArgs, QuotaArgs, RealtimeArgs, RetryArgs, StorageArgs
+from serve_app.config import JobsArgs, LimitsArgs, QuotaArgs, RealtimeArgs, RetryArgs
 from serve_app.contracts import ServedModel
 from serve_app.jobs import JobStore
 from serve_app.jobs.blobs import remove_stale_incoming
 from serve_app.keys import KeyRing
+from serve_app.settings import AccessArgs, StorageArgs
 from serve_app.stages import Stages
 
 logger = logging.getLogger("ray.serve")

@@ -12,12 +12,13 @@ from typing import Any
 
 from ray import serve
 
-from serve_app.config import JobsArgs, RetryArgs, StorageArgs
+from serve_app.config import JobsArgs, RetryArgs
 from serve_app.deployments.common import logger, replica_info
 from serve_app.engines.decode import probe_duration
 from serve_app.jobs import JobStore
 from serve_app.jobs.housekeeping import HOUSEKEEPING_S, Swept, housekeep
 from serve_app.jobs.worker import JobWorker
+from serve_app.settings import StorageArgs
 from serve_app.stages import Stages
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serve_app.config import StorageArgs
 from serve_app.jobs import blobs
 from serve_app.jobs.store import JobStore
+from serve_app.settings import StorageArgs
 
 HOUSEKEEPING_S = 3600.0
 """How often the job runner runs ``housekeep``."""

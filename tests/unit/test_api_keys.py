@@ -20,9 +20,9 @@ from serve_app.api import create_app
 from serve_app.api.auth import SUBPROTOCOL_PREFIX, open_warning, presented_key, route_path
 from serve_app.api.origins import HostPolicy
 from serve_app.cli import main as cli
-from serve_app.config import Settings
 from serve_app.jobs import JobStore
 from serve_app.keys import KEY_PREFIX, ApiKey, KeyRing, generate_key, hash_key, new_key
+from serve_app.settings import Settings
 from tests.unit.stand_ins import api_context
 
 ALICE, BOB, ROOT = "fsk_alice-key", "fsk_bob-key", "fsk_root-key"

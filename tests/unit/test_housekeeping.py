@@ -7,9 +7,9 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from serve_app.config import StorageArgs
 from serve_app.jobs import JobOptions, JobStore, NewFile, upgrade
 from serve_app.jobs.housekeeping import Swept, housekeep
+from serve_app.settings import StorageArgs
 
 
 class Clock:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.config import Settings
 from serve_app.errors import ModelUnavailable
 from serve_app.model_paths import download, resolve
+from serve_app.settings import Settings
 
 
 def test_embedded_models_resolve_to_real_weights() -> None:
