@@ -126,7 +126,7 @@ async def _record(ctx: ApiContext, store: JobStore, stored: list[StoredFile], wh
         for f in stored:
             duration = await asyncio.to_thread(probe_duration, ctx.data_dir / f.path)
             _, created = await asyncio.to_thread(
-                store.add_upload,
+                store.uploads.add,
                 f.sha256,
                 f.size_bytes,
                 f.path,
@@ -237,7 +237,7 @@ async def create_job(
     else:
         raise InvalidRequest("send multipart/form-data with 'files', or JSON with 'files' or 'paths'")
     created = await asyncio.to_thread(
-        store.create_job,
+        store.jobs.create,
         new_files,
         options,
         metadata=metadata,
@@ -286,7 +286,7 @@ async def list_jobs(
     from serve_app.jobs import JobState
 
     js = _enum(JobState, state, "state")
-    page = await asyncio.to_thread(store_of(ctx).list_jobs, owner=who, state=js, limit=limit, cursor=cursor)
+    page = await asyncio.to_thread(store_of(ctx).jobs.find, owner=who, state=js, limit=limit, cursor=cursor)
     return {"object": "list", "data": [job_json(j) for j in page.items], "next_cursor": page.next_cursor}
 
 
@@ -303,21 +303,21 @@ def _enum(cls: Any, value: str | None, name: str) -> Any:
 async def get_job(
     job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
-    return job_json(await asyncio.to_thread(store_of(ctx).get_job, job_id, owner=who))
+    return job_json(await asyncio.to_thread(store_of(ctx).jobs.get, job_id, owner=who))
 
 
 @router.post("/v1/jobs/{job_id}/cancel")
 async def cancel_job(
     job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
-    return job_json(await asyncio.to_thread(store_of(ctx).cancel_job, job_id, owner=who))
+    return job_json(await asyncio.to_thread(store_of(ctx).jobs.cancel, job_id, owner=who))
 
 
 @router.delete("/v1/jobs/{job_id}")
 async def delete_job(
     job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
-    deleted = await asyncio.to_thread(store_of(ctx).delete_job, job_id, owner=who)
+    deleted = await asyncio.to_thread(store_of(ctx).jobs.delete, job_id, owner=who)
     remove_audio(ctx.data_dir, deleted.unreferenced_paths)
     return {"id": deleted.job_id, "object": "job", "deleted": True}
 
@@ -333,7 +333,7 @@ async def list_files(
 ) -> dict[str, Any]:
     fs = _enum(FileState, state, "state")
     page = await asyncio.to_thread(
-        store_of(ctx).list_files, job_id, owner=who, state=fs, limit=limit, cursor=cursor
+        store_of(ctx).jobs.list_files, job_id, owner=who, state=fs, limit=limit, cursor=cursor
     )
     return {"object": "list", "data": [file_json(f) for f in page.items], "next_cursor": page.next_cursor}
 
@@ -347,10 +347,10 @@ async def get_file_result(
     who: str | None = Depends(visible_owner),
 ) -> Response:
     store = store_of(ctx)
-    t = await asyncio.to_thread(store.get_transcript, file_id, owner=who)
+    t = await asyncio.to_thread(store.jobs.get_transcript, file_id, owner=who)
     if t.file.job_id != job_id:
         raise NotFound(f"no file {file_id} in job {job_id}")
-    job = await asyncio.to_thread(store.get_job, job_id, owner=who)
+    job = await asyncio.to_thread(store.jobs.get, job_id, owner=who)
     fmt: ResponseFormat = parse_format(format or job.options.response_format)
     body = render(as_transcript(t, ctx.served.language), fmt, words=True)
     if isinstance(body, dict):
@@ -362,7 +362,7 @@ async def _all_files(store: JobStore, job_id: str, who: str | None) -> list[JobF
     out: list[JobFile] = []
     cursor = None
     while True:
-        page = await asyncio.to_thread(store.list_files, job_id, owner=who, limit=500, cursor=cursor)
+        page = await asyncio.to_thread(store.jobs.list_files, job_id, owner=who, limit=500, cursor=cursor)
         out += page.items
         if page.next_cursor is None:
             return out
@@ -380,11 +380,11 @@ async def export_job(
     """``zip``: per finished file its transcript as .txt, .srt, .vtt and .json; ``csv``: a row
     per file (``rows=files``) or per segment (``rows=segments``)."""
     store = store_of(ctx)
-    job = await asyncio.to_thread(store.get_job, job_id, owner=who)
+    job = await asyncio.to_thread(store.jobs.get, job_id, owner=who)
     files = await _all_files(store, job_id, who)
     transcripts = {
         f.id: as_transcript(
-            await asyncio.to_thread(store.get_transcript, f.id, owner=who), ctx.served.language
+            await asyncio.to_thread(store.jobs.get_transcript, f.id, owner=who), ctx.served.language
         )
         for f in files
         if f.state is FileState.DONE
@@ -459,7 +459,7 @@ async def job_events(
     a stream ends after ``limits.max_event_stream_s`` with an ``expired`` event (an
     ``EventSource`` reconnects by itself)."""
     store = store_of(ctx)
-    await asyncio.to_thread(store.get_job, job_id, owner=who)  # 404 before the stream starts
+    await asyncio.to_thread(store.jobs.get, job_id, owner=who)  # 404 before the stream starts
     slot = ctx.event_streams.hold(holder)
     slot.__enter__()  # 429 before the stream starts; released when the stream ends
     lifetime = ctx.limits.max_event_stream_s
@@ -471,7 +471,7 @@ async def job_events(
             ends = asyncio.get_running_loop().time() + lifetime
             yield b"retry: 2000\n\n"
             while True:
-                job = job_json(await asyncio.to_thread(store.get_job, job_id, owner=who))
+                job = job_json(await asyncio.to_thread(store.jobs.get, job_id, owner=who))
                 state = (job["state"], job["files"], job["audio_seconds"])
                 if state != last:
                     last, idle = state, 0.0
@@ -505,7 +505,7 @@ async def has_upload(
 ) -> Response:
     """200 when the server holds this content as the caller's upload (the client need not
     upload it), else 404: whether someone else holds it is not the caller's to know."""
-    held = await asyncio.to_thread(store_of(ctx).has_upload, _sha256(sha256), owner=who)
+    held = await asyncio.to_thread(store_of(ctx).uploads.has, _sha256(sha256), owner=who)
     return Response(status_code=200 if held else 404)
 
 
@@ -520,7 +520,7 @@ async def put_upload(
     quota = ctx.quota.stored_bytes(who)
     length = request.headers.get("content-length")
     if quota is not None and length and length.isdigit():
-        used = (await asyncio.to_thread(store.owner_usage, who.owner)).stored_bytes
+        used = (await asyncio.to_thread(store.usage.of_owner, who.owner)).stored_bytes
         if used + int(length) > quota:  # refused before a byte is written
             raise QuotaExceeded(
                 f"quota stored_upload_gb exceeded: this key stores {used / 1e9:.2f} GB of uploads and "
@@ -533,7 +533,7 @@ async def put_upload(
     try:
         duration = await asyncio.to_thread(probe_duration, ctx.data_dir / path)
         _, created = await asyncio.to_thread(
-            store.add_upload, sha, size, path, owner=who.owner, duration_s=duration, max_stored_bytes=quota
+            store.uploads.add, sha, size, path, owner=who.owner, duration_s=duration, max_stored_bytes=quota
         )
     except BaseException:
         (ctx.data_dir / path).unlink(missing_ok=True)

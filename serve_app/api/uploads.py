@@ -67,7 +67,7 @@ def remove_stale_incoming(data_dir: Path, older_than_s: float = STALE_INCOMING_S
 
 
 def blob_path(data_dir: Path, sha256: str) -> Path:
-    """Where a new copy of ``sha256``'s content goes (unique per copy: see ``JobStore.add_upload``)."""
+    """Where a new copy of ``sha256``'s content goes (unique per copy: see ``UploadStore.add``)."""
     return data_dir / "uploads" / sha256[:2] / f"{sha256}.{secrets.token_hex(4)}"
 
 
