@@ -63,7 +63,8 @@ class JobRecords:
         ``uploads_of``: whose uploads the files may name (the caller's key's label; ``None``:
         anyone's, for an admin key or a server without keys): content stored for someone else
         is ``UploadMissing``, as if it were not there. The upload rows are locked until the job
-        is committed, so a concurrent ``UploadStore.release`` cannot release audio a new file needs.
+        is committed, so a concurrent ``UploadStore.release`` cannot release audio a new file
+        needs.
 
         ``quota``: ``owner``'s limits, checked in this transaction (``QuotaExceeded``); on
         PostgreSQL creates of one owner serialise on an advisory lock, so the limits are exact

@@ -944,9 +944,10 @@ def test_input_folder_files_never_become_a_stored_upload(store: JobStore) -> Non
 
 
 def test_a_release_racing_a_new_job_never_leaves_it_on_released_audio(make_store: StoreFactory) -> None:
-    """The interleaving forced: ``JobRecords.create`` has checked the upload and is about to insert its
-    file when ``UploadStore.release`` runs. Without row locks (the code before migration 0003) the
-    release went through and the job's file pointed at deleted audio, every time."""
+    """The interleaving forced: ``JobRecords.create`` has checked the upload and is about to
+    insert its file when ``UploadStore.release`` runs. Without row locks (the code before
+    migration 0003) the release went through and the job's file pointed at deleted audio, every
+    time."""
     from sqlalchemy import event
 
     creator, releaser = make_store(clock=utc_now), make_store(clock=utc_now)
