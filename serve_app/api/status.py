@@ -126,8 +126,8 @@ async def server_status(request: Request, ctx: ApiContext = Depends(context)) ->
     serve_part, asr_part, usage, mine = await asyncio.gather(
         part("serve", asyncio.to_thread(_serve_status)),
         part("asr", asr_queue()),
-        part("usage", asyncio.to_thread(store.usage, start_of_day(now))),
-        part("quotas", asyncio.to_thread(store.owner_usage, who.owner))
+        part("usage", asyncio.to_thread(store.usage.since, start_of_day(now))),
+        part("quotas", asyncio.to_thread(store.usage.of_owner, who.owner))
         if ctx.quota.applies(who)
         else asyncio.sleep(0),
     )

@@ -1,9 +1,11 @@
 """Batch transcription jobs and transcription history: the durable store (SQLite or
 PostgreSQL), its schema migrations and the job/file state machine. No Ray in here: the job
-runner deployment and the HTTP API build on ``JobStore``."""
+runner deployment and the HTTP API build on ``JobStore`` (``.uploads``, ``.jobs``, ``.queue``,
+``.history``, ``.usage``: see ``serve_app.jobs.store``)."""
 
 from __future__ import annotations
 
+from serve_app.jobs.db import Database
 from serve_app.jobs.errors import (
     FileNotFound,
     HistoryNotFound,
@@ -34,12 +36,17 @@ from serve_app.jobs.models import (
     WordJson,
     WriteResult,
 )
+from serve_app.jobs.queue import WorkQueue
+from serve_app.jobs.records import JobRecords
 from serve_app.jobs.states import FileState, JobState
 from serve_app.jobs.store import JobStore
+from serve_app.jobs.uploads import UploadStore
+from serve_app.jobs.usage import UsageStore
 
 __all__ = [
     "Claim",
     "CreatedJob",
+    "Database",
     "DeletedJob",
     "FileNotFound",
     "FileState",
@@ -53,6 +60,7 @@ __all__ = [
     "JobNotFound",
     "JobOptions",
     "JobQuota",
+    "JobRecords",
     "JobState",
     "JobStore",
     "NewFile",
@@ -61,10 +69,13 @@ __all__ = [
     "SegmentJson",
     "Upload",
     "UploadMissing",
+    "UploadStore",
     "Usage",
+    "UsageStore",
     "Window",
     "WindowOutOfOrder",
     "WordJson",
+    "WorkQueue",
     "WriteResult",
     "upgrade",
 ]

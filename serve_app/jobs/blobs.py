@@ -23,7 +23,7 @@ STALE_INCOMING_S = 600.0
 
 
 def blob_path(data_dir: Path, sha256: str) -> Path:
-    """Where a new copy of ``sha256``'s content goes (unique per copy: see ``JobStore.add_upload``)."""
+    """Where a new copy of ``sha256``'s content goes (unique per copy: see ``UploadStore.add``)."""
     return data_dir / UPLOADS / sha256[:2] / f"{sha256}.{secrets.token_hex(4)}"
 
 

@@ -5,19 +5,24 @@ a busy timeout (writers queue instead of failing), foreign keys on (off by defau
 and every write transaction opened with ``BEGIN IMMEDIATE``. The last matters: a deferred
 transaction that reads, then writes, fails at once with "database is locked" when another
 writer committed in between, whatever the busy timeout; an immediate one takes the write lock
-first and waits its turn."""
+first and waits its turn.
+
+``Database`` is what every store of ``serve_app.jobs`` is built on: one engine, one clock and
+the two kinds of transaction."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
+
+Clock = Callable[[], datetime]
 
 READ_ONLY = "jobs_read_only"
 """Execution option: on SQLite, begin with a plain (deferred) ``BEGIN``, which never waits for
@@ -121,3 +126,35 @@ def utc_now() -> datetime:
 def new_id() -> str:
     """Row ids: random, so they reveal nothing about how many jobs others submitted."""
     return uuid.uuid4().hex
+
+
+class Database:
+    """The engine, clock and transactions the stores share (``JobStore`` builds one).
+
+    ``target``: a SQLite file path, a ``postgresql://`` URL (psycopg 3) or an engine (which
+    ``close`` leaves open: its maker disposes of it). Thread-safe."""
+
+    def __init__(self, target: str | Path | URL | Engine, *, clock: Clock = utc_now) -> None:
+        self._owns_engine = not isinstance(target, Engine)
+        self.engine = target if isinstance(target, Engine) else create_db_engine(target)
+        self._clock = clock
+
+    def now(self) -> datetime:
+        """The clock's time, in UTC. Leases compare against the clock of the process that
+        writes them: keep hosts' clocks in sync well within a lease."""
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError("the clock must return aware UTC datetimes")
+        return now.astimezone(UTC)
+
+    def write(self) -> AbstractContextManager[Connection]:
+        """A transaction that may write (see ``write_tx``)."""
+        return write_tx(self.engine)
+
+    def read(self) -> AbstractContextManager[Connection]:
+        """A transaction that only reads (see ``read_tx``)."""
+        return read_tx(self.engine)
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self.engine.dispose()

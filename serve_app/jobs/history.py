@@ -7,17 +7,16 @@ deployment would add a trigram index on PostgreSQL (``pg_trgm``) in a later migr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Row, delete, insert, select
+from sqlalchemy import Row, delete, insert, select
 
-from serve_app.jobs import paging
-from serve_app.jobs.db import new_id, read_tx, write_tx
+from serve_app.jobs.db import Database, new_id
 from serve_app.jobs.errors import HistoryNotFound
 from serve_app.jobs.models import HistoryEntry, Page, SegmentJson
-from serve_app.jobs.paging import check_limit, older_than, owned_by
+from serve_app.jobs.paging import newest_first, next_cursor, owned_by
 from serve_app.jobs.schema import history
 
 
@@ -25,9 +24,8 @@ class HistoryStore:
     """History entries in the job store's database (``JobStore.history``). ``owner=None`` in
     a query does not filter."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
-        self.engine = engine
-        self._clock = clock
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     def add(
         self,
@@ -42,7 +40,7 @@ class HistoryStore:
     ) -> HistoryEntry:
         entry = HistoryEntry(
             id=new_id(),
-            created_at=self._clock(),
+            created_at=self._db.now(),
             owner=owner,
             source_name=source_name,
             duration_s=duration_s,
@@ -51,7 +49,7 @@ class HistoryStore:
             text=text,
             segments=list(segments),
         )
-        with write_tx(self.engine) as conn:
+        with self._db.write() as conn:
             conn.execute(
                 insert(history).values(
                     id=entry.id,
@@ -69,7 +67,7 @@ class HistoryStore:
         return entry
 
     def get(self, entry_id: str, *, owner: str | None = None) -> HistoryEntry:
-        with read_tx(self.engine) as conn:
+        with self._db.read() as conn:
             row = conn.execute(
                 select(history).where(history.c.id == entry_id, *owned_by(history, owner))
             ).one_or_none()
@@ -91,28 +89,22 @@ class HistoryStore:
         query = select(history).where(*owned_by(history, owner))
         if q:
             query = query.where(history.c.search_text.like(f"%{_escape_like(q.casefold())}%", escape="\\"))
-        if cursor is not None:
-            at, last_id = paging.decode(kind, cursor, (datetime, str))
-            query = query.where(older_than(history, at, last_id))
-        query = query.order_by(history.c.created_at.desc(), history.c.id.desc()).limit(check_limit(limit) + 1)
-        with read_tx(self.engine) as conn:
-            rows = list(conn.execute(query))
-        items = [_entry(r) for r in rows[:limit]]
-        next_cursor = paging.encode(kind, items[-1].created_at, items[-1].id) if len(rows) > limit else None
-        return Page(items, next_cursor)
+        with self._db.read() as conn:
+            rows = list(conn.execute(newest_first(query, history, kind, cursor, limit)))
+        return Page([_entry(r) for r in rows[:limit]], next_cursor(kind, rows, limit, "created_at", "id"))
 
     def delete(self, entry_id: str, *, owner: str | None = None) -> None:
-        with write_tx(self.engine) as conn:
+        with self._db.write() as conn:
             gone = conn.execute(
                 delete(history).where(history.c.id == entry_id, *owned_by(history, owner))
             ).rowcount
         if not gone:
             raise HistoryNotFound(f"no history entry {entry_id!r}")
 
-    def purge(self, older_than_days: float, *, owner: str | None = None) -> int:
-        """Retention: delete entries older than ``older_than_days``; how many went."""
-        cutoff = self._clock() - timedelta(days=older_than_days)
-        with write_tx(self.engine) as conn:
+    def purge(self, older_than_s: float, *, owner: str | None = None) -> int:
+        """Retention: delete entries older than ``older_than_s`` seconds; how many went."""
+        cutoff = self._db.now() - timedelta(seconds=older_than_s)
+        with self._db.write() as conn:
             return conn.execute(
                 delete(history).where(history.c.created_at < cutoff, *owned_by(history, owner))
             ).rowcount

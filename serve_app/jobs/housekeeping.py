@@ -13,7 +13,7 @@ HOUSEKEEPING_S = 3600.0
 """How often the job runner runs ``housekeep``."""
 UNATTACHED_UPLOAD_S = 86400.0
 """An upload no job references is forgotten (and its file deleted) after this long: the grace
-covers an upload on its way into ``create_job``."""
+covers an upload on its way into ``JobRecords.create``."""
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,12 @@ def housekeep(store: JobStore, storage: StorageArgs) -> Swept:
     audio files nothing needs any more; blocking."""
     entries = jobs = files = 0
     if storage.history_retention_days > 0:
-        entries = store.history.purge(storage.history_retention_days)
+        entries = store.history.purge(storage.history_retention_days * 86400)
     if storage.job_retention_days > 0:
-        for deleted in store.purge_jobs(storage.job_retention_days * 86400):
+        for deleted in store.jobs.purge(storage.job_retention_days * 86400):
             blobs.remove(storage.data_dir, deleted.unreferenced_paths)
             jobs += 1
             files += len(deleted.unreferenced_paths)
-    unattached = store.delete_unreferenced_uploads(UNATTACHED_UPLOAD_S)
+    unattached = store.uploads.delete_unreferenced(UNATTACHED_UPLOAD_S)
     blobs.remove(storage.data_dir, unattached)
     return Swept(history_entries=entries, jobs=jobs, files=files + len(unattached))

@@ -88,7 +88,7 @@ class JobOptions:
 
 @dataclass(frozen=True)
 class NewFile:
-    """A file to transcribe in a new job: an upload already registered with ``add_upload``, or
+    """A file to transcribe in a new job: an upload already registered with ``UploadStore.add``, or
     (``source_path``) a file of the input folder, read in place and checked against ``sha256``
     when read."""
 
@@ -104,7 +104,7 @@ class NewFile:
 
 @dataclass(frozen=True)
 class JobQuota:
-    """Per-owner limits ``create_job`` enforces in its transaction (``None``: no limit)."""
+    """Per-owner limits ``JobRecords.create`` enforces in its transaction (``None``: no limit)."""
 
     max_live_jobs: int | None = None
     """Jobs queued or running at once."""
@@ -114,7 +114,7 @@ class JobQuota:
 
 @dataclass(frozen=True)
 class OwnerUsage:
-    """What an owner holds now, against its quotas (``JobStore.owner_usage``)."""
+    """What an owner holds now, against its quotas (``UsageStore.of_owner``)."""
 
     live_jobs: int
     queued_audio_s: float
@@ -127,7 +127,7 @@ class Upload:
     sha256: str
     size_bytes: int
     path: str
-    """Relative to the data directory; unique per ``add_upload`` call that created the row."""
+    """Relative to the data directory; unique per ``UploadStore.add`` call that created the row."""
     created_at: datetime
     released_at: datetime | None = None
     """When the audio was deleted (no unfinished file needed it); the row stays."""
@@ -316,7 +316,7 @@ class DeletedJob:
 
 @dataclass(frozen=True)
 class Usage:
-    """Audio transcribed since a moment, and the batch queue now (``JobStore.usage``)."""
+    """Audio transcribed since a moment, and the batch queue now (``UsageStore.since``)."""
 
     since: datetime
     history_audio_s: float
@@ -338,7 +338,7 @@ class Usage:
 class WriteResult(enum.Enum):
     """Outcome of a fenced write (renew, commit_window, complete, fail, set_duration).
 
-    Truthy only for ``OK``, so ``if not store.renew(...)`` reads naturally; the other values
+    Truthy only for ``OK``, so ``if not store.queue.renew(...)`` reads naturally; the other values
     tell a worker why it must stop."""
 
     OK = "ok"

@@ -1,5 +1,6 @@
 """Keyset paging: opaque cursors (base64url JSON naming the listing and the last row's sort
-key) and the filters every listing shares.
+key), the one keyset helper every listing uses (``newest_first`` and ``next_cursor``) and the
+filters every listing shares.
 
 Keyset (not offset) paging keeps pages stable while rows are added or deleted: a row never
 shows twice and one that existed when the listing started is never skipped."""
@@ -9,10 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, or_
+from sqlalchemy import ColumnElement, Row, Select, Table, and_, or_
 
 from serve_app.errors import InvalidRequest
 from serve_app.jobs.errors import InvalidCursor
@@ -30,6 +32,25 @@ def check_limit(limit: int) -> int:
 def older_than(table: Table, at: datetime, last_id: str) -> ColumnElement[bool]:
     """Rows after ``(created_at, id)`` in newest-first order (ties on the time broken by id)."""
     return or_(table.c.created_at < at, and_(table.c.created_at == at, table.c.id < last_id))
+
+
+def newest_first(query: Select[Any], table: Table, kind: str, cursor: str | None, limit: int) -> Select[Any]:
+    """``query`` over ``table`` newest first by ``(created_at, id)``, from after ``cursor`` (the
+    previous page's, of listing ``kind``), one row more than ``limit``: pass the rows to
+    ``next_cursor``."""
+    if cursor is not None:
+        at, last_id = decode(kind, cursor, (datetime, str))
+        query = query.where(older_than(table, at, last_id))
+    return query.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(check_limit(limit) + 1)
+
+
+def next_cursor(kind: str, rows: Sequence[Row[Any]], limit: int, *key: str) -> str | None:
+    """The cursor of the page after the first ``limit`` of ``rows`` (fetched ``limit + 1``): the
+    ``key`` columns of the last row shown, or ``None`` when no row is left."""
+    if len(rows) <= limit:
+        return None
+    last = rows[limit - 1]
+    return encode(kind, *(getattr(last, column) for column in key))
 
 
 def owned_by(table: Table, owner: str | None) -> list[ColumnElement[bool]]:

@@ -145,7 +145,7 @@ files = Table(
     Column("job_id", String(ID_LEN), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
     Column("position", Integer(), nullable=False),  # order within the job
     Column("name", Text(), nullable=False),
-    # RESTRICT: an upload row cannot vanish while a file needs it (see JobStore.delete_job).
+    # RESTRICT: an upload row cannot vanish while a file needs it (see JobRecords.delete).
     Column("sha256", String(64), ForeignKey("uploads.sha256", ondelete="RESTRICT"), nullable=False),
     Column("size_bytes", BigInteger(), nullable=False),
     Column("duration_s", Float(), nullable=True),

@@ -1,7 +1,7 @@
 """The job/file state machine, kept apart from SQL so the rules read in one place.
 
 Files move ``pending → running → done | failed``; ``running → pending`` only when a worker gives
-a file back for a retry (``JobStore.fail(..., retry=True)``), and ``pending | running →
+a file back for a retry (``WorkQueue.fail(..., retry=True)``), and ``pending | running →
 cancelled`` when the job is cancelled. A worker that died leaves its file ``running`` with an
 expired lease; the next ``claim`` takes it over directly (there is no start-up reset).
 

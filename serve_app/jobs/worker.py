@@ -7,7 +7,7 @@ claim is no longer ours (the lease expired and another worker took the file, the
 cancelled), the worker drops the file at once. A lease is renewed every third of its length.
 The graph's back-pressure (``Overloaded``, 429) is waited out with backoff, never a failure; a
 file the pipeline refuses (undecodable, too long) fails with the reason and the job goes on; an
-unexpected server error hands the file back for another attempt (``JobStore.max_attempts``).
+unexpected server error hands the file back for another attempt (``WorkQueue.max_attempts``).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class JobWorker:
     async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                claim = await asyncio.to_thread(self.store.claim, self.worker_id, self.args.lease_s)
+                claim = await asyncio.to_thread(self.store.queue.claim, self.worker_id, self.args.lease_s)
             except Exception:
                 logger.exception("job worker: claiming failed; retrying")
                 claim = None
@@ -108,17 +108,17 @@ class JobWorker:
             logger.info("job worker: file %s is no longer ours (attempt %d)", f.id, claim.attempt)
         except ServeError as e:
             if e.status_code < 500:  # the file itself: undecodable, too long, ...
-                await self._write(self.store.fail, f.id, claim.attempt, e.message)
+                await self._write(self.store.queue.fail, f.id, claim.attempt, e.message)
                 self.stats.files_failed += 1
             else:  # the server: hand it back for another attempt
                 logger.warning("job worker: file %s attempt %d: %s", f.id, claim.attempt, e.message)
-                await self._write(self.store.fail, f.id, claim.attempt, e.message, retry=True)
+                await self._write(self.store.queue.fail, f.id, claim.attempt, e.message, retry=True)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a bug must not stop the worker; the file is retried
             logger.exception("job worker: file %s failed unexpectedly", f.id)
             await self._write(
-                self.store.fail, f.id, claim.attempt, f"internal error: {type(e).__name__}", retry=True
+                self.store.queue.fail, f.id, claim.attempt, f"internal error: {type(e).__name__}", retry=True
             )
         finally:
             work.cancel()
@@ -135,7 +135,7 @@ class JobWorker:
         if duration is None:
             duration = await asyncio.to_thread(self.probe_duration, path)
             if duration is not None:
-                await self._write(self.store.set_duration, f.id, attempt, duration)
+                await self._write(self.store.queue.set_duration, f.id, attempt, duration)
         if duration is not None and duration > self.args.max_file_audio_s:
             raise PayloadTooLargeForJob(
                 f"the recording is {duration / 3600:.1f} h long; jobs take up to {self.args.max_file_audio_s / 3600:.1f} h"
@@ -160,7 +160,7 @@ class JobWorker:
                 else start + transcript.duration_s
             )
             await self._write(
-                self.store.commit_window, f.id, attempt, Window.from_transcript(transcript, start, end)
+                self.store.queue.commit_window, f.id, attempt, Window.from_transcript(transcript, start, end)
             )
             self.stats.windows += 1
             self.stats.audio_s += end - start
@@ -168,10 +168,10 @@ class JobWorker:
             if transcript.next_start_s is None:
                 break
             start = transcript.next_start_s
-        await self._write(self.store.complete, f.id, attempt)
+        await self._write(self.store.queue.complete, f.id, attempt)
         self.stats.files_done += 1
         if not self.keep_audio and source is None:  # an input-folder file is the user's own
-            released = await asyncio.to_thread(self.store.release_upload, f.sha256)
+            released = await asyncio.to_thread(self.store.uploads.release, f.sha256)
             if released:
                 blobs.remove(self.data_dir, [released])
 
@@ -198,7 +198,7 @@ class JobWorker:
             await asyncio.sleep(every)
             try:
                 result = await asyncio.to_thread(
-                    self.store.renew, claim.file.id, self.worker_id, claim.attempt, self.args.lease_s
+                    self.store.queue.renew, claim.file.id, self.worker_id, claim.attempt, self.args.lease_s
                 )
             except Exception:  # the database blinked: the next renewal may succeed
                 logger.warning("job worker: renewing the lease of %s failed", claim.file.id)

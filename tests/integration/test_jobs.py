@@ -338,7 +338,7 @@ def test_a_job_runner_that_dies_mid_file_loses_nothing(
     [f] = files_of(url, job["id"])
     assert f["state"] == "done" and f["attempts"] >= 2, f  # 2, or more when a loaded box misses a renewal
     store = JobStore(str(data / "funasr-serve.db"))
-    t = store.get_transcript(f["id"])
+    t = store.jobs.get_transcript(f["id"])
     starts = [s["start_s"] for s in t.segments]
     assert (
         starts == sorted(starts)

@@ -111,7 +111,7 @@ def test_killing_the_whole_tree_mid_job_loses_and_repeats_nothing(
     )
     try:
         for f in files:
-            t = store.get_transcript(f["id"])
+            t = store.jobs.get_transcript(f["id"])
             starts = [s["start_s"] for s in t.segments]
             assert starts == sorted(starts) and len(starts) == len(set(starts)), (
                 f"{f['name']}: a window twice"

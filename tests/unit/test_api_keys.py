@@ -231,13 +231,13 @@ def test_history_and_jobs_are_their_owners_and_an_admins(make_client: AppFactory
     assert c.get(f"/v1/history/{bobs}", headers=bearer(ROOT)).json()["owner"] == "bob"
 
     sha = "ab" * 32
-    store.add_upload(sha, 1000, "uploads/x.wav", owner="alice")  # alice's upload; an admin may name it
+    store.uploads.add(sha, 1000, "uploads/x.wav", owner="alice")  # alice's upload; an admin may name it
     made = {}
     for key in (ALICE, ROOT):  # the admin's own job is recorded as the admin's
         r = c.post("/v1/jobs", json={"files": [{"sha256": sha, "name": "x.wav"}]}, headers=bearer(key))
         assert r.status_code == 202, r.text
         made[key] = r.json()["id"]
-    assert store.get_job(made[ALICE]).owner == "alice" and store.get_job(made[ROOT]).owner == "root"
+    assert store.jobs.get(made[ALICE]).owner == "alice" and store.jobs.get(made[ROOT]).owner == "root"
     assert c.get(f"/v1/jobs/{made[ROOT]}", headers=bearer(ROOT)).json()["owner"] == "root"
     listed = {
         key: [j["id"] for j in c.get("/v1/jobs", headers=bearer(key)).json()["data"]] for key in RING_KEYS

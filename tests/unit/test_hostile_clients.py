@@ -217,15 +217,15 @@ def test_json_metadata_and_multipart_fields_are_bounded(make_client: Factory) ->
     ],
 )
 def test_numeric_query_parameters_are_checked(make_client: Factory, store: JobStore, url: str) -> None:
-    store.add_upload(WAV_SHA, len(WAV), "uploads/x")
-    job = store.create_job([NewFile("a.wav", WAV_SHA)], JobOptions(model="whisper-1")).job.id
+    store.uploads.add(WAV_SHA, len(WAV), "uploads/x")
+    job = store.jobs.create([NewFile("a.wav", WAV_SHA)], JobOptions(model="whisper-1")).job.id
     r = make_client(keys=KeyRing()).get(url.format(job=job))
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text
 
 
 def test_event_streams_are_capped_per_key_and_end(make_client: Factory, store: JobStore) -> None:
-    store.add_upload(WAV_SHA, len(WAV), "uploads/x", owner="alice")
-    job = store.create_job([NewFile("a.wav", WAV_SHA)], JobOptions(model="whisper-1"), owner="alice").job.id
+    store.uploads.add(WAV_SHA, len(WAV), "uploads/x", owner="alice")
+    job = store.jobs.create([NewFile("a.wav", WAV_SHA)], JobOptions(model="whisper-1"), owner="alice").job.id
     c = make_client(limits=LimitsArgs(max_event_streams=1, max_event_stream_s=1.0))
     url = f"/v1/jobs/{job}/events?interval_s=0.2"
     with c.stream("GET", url, headers=bearer(ALICE)) as first:
@@ -344,15 +344,15 @@ def hostile_job(store: JobStore) -> str:
     new = []
     for i, name in enumerate(HOSTILE):
         sha = f"{i + 1:064x}"
-        store.add_upload(sha, 10, f"uploads/{i}")
+        store.uploads.add(sha, 10, f"uploads/{i}")
         new.append(NewFile(name, sha))
-    job = store.create_job(new, JobOptions(model="whisper-1")).job.id
+    job = store.jobs.create(new, JobOptions(model="whisper-1")).job.id
     for _ in HOSTILE:
-        claim = store.claim("w", 60)
+        claim = store.queue.claim("w", 60)
         assert claim is not None
         seg = {"start_s": 0.0, "end_s": 1.0, "text": "+cmd|' /C calc'!A0"}
-        assert store.commit_window(claim.file.id, claim.attempt, Window(0.0, 1.0, [seg], "en"))  # type: ignore[list-item]
-        assert store.complete(claim.file.id, claim.attempt)
+        assert store.queue.commit_window(claim.file.id, claim.attempt, Window(0.0, 1.0, [seg], "en"))  # type: ignore[list-item]
+        assert store.queue.complete(claim.file.id, claim.attempt)
     return job
 
 
@@ -396,7 +396,7 @@ def test_status_errors_name_no_internals(
             "SELECT secret_column FROM files", {}, Exception("host db.internal:5432 refused")
         )
 
-    monkeypatch.setattr(store, "usage", broken)
+    monkeypatch.setattr(store.usage, "since", broken)
     r = make_client(keys=KeyRing()).get("/v1/status")
     assert r.status_code == 200 and r.json()["errors"]["usage"], r.text
     for leak in ("SELECT", "secret_column", "db.internal", "5432", "Traceback"):

@@ -42,15 +42,15 @@ def upload(store: JobStore, data_dir: Path, content: bytes) -> tuple[str, Path]:
     path = data_dir / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
-    store.add_upload(sha, len(content), rel)
+    store.uploads.add(sha, len(content), rel)
     return sha, path
 
 
 def job_of(store: JobStore, sha: str, done: bool) -> str:
-    job = store.create_job([NewFile(name="a.wav", sha256=sha)], JobOptions(model="m")).job
+    job = store.jobs.create([NewFile(name="a.wav", sha256=sha)], JobOptions(model="m")).job
     if done:
-        claim = store.claim("w", 60)
-        assert claim is not None and store.complete(claim.file.id, claim.attempt)
+        claim = store.queue.claim("w", 60)
+        assert claim is not None and store.queue.complete(claim.file.id, claim.attempt)
     return job.id
 
 
@@ -73,7 +73,7 @@ def test_what_is_past_retention_goes_with_its_files_and_the_rest_stays(tmp_path:
     assert swept == Swept(history_entries=1, jobs=1, files=2), swept
     assert not old_file.exists() and not never_attached.exists()
     assert live_file.exists() and fresh_upload.exists()
-    assert [j.id for j in store.list_jobs().items] == [live_job], old_job
+    assert [j.id for j in store.jobs.find().items] == [live_job], old_job
     assert [e.text for e in store.history.search(None, limit=10).items] == ["said today"]
     assert housekeep(store, storage(tmp_path)) == Swept(), "a second sweep found more"
 
@@ -87,4 +87,4 @@ def test_a_retention_of_zero_keeps_for_ever(tmp_path: Path) -> None:
     store.history.add(text="kept", owner=None, duration_s=1.0)
     clock.advance(3650)
     assert housekeep(store, storage(tmp_path, history_days=0, job_days=0)) == Swept()
-    assert path.exists() and len(store.list_jobs().items) == 1
+    assert path.exists() and len(store.jobs.find().items) == 1

@@ -55,19 +55,19 @@ def job(store: JobStore) -> str:
     """Three files: two done (their names collide once made safe), one failed."""
     names = ["a.wav", "a.mp3", "sub/b.wav"]
     for i in range(len(names)):
-        store.add_upload(f"{i + 1:064x}", 10, f"uploads/{i}")
+        store.uploads.add(f"{i + 1:064x}", 10, f"uploads/{i}")
     new = [NewFile(n, f"{i + 1:064x}") for i, n in enumerate(names)]
-    job_id = store.create_job(new, JobOptions(model="whisper-1", response_format="srt")).job.id
+    job_id = store.jobs.create(new, JobOptions(model="whisper-1", response_format="srt")).job.id
     for n in range(len(names)):
-        claim = store.claim("w", 60)
+        claim = store.queue.claim("w", 60)
         assert claim is not None
         if n == 2:
-            store.fail(claim.file.id, claim.attempt, "broken file")
+            store.queue.fail(claim.file.id, claim.attempt, "broken file")
             continue
         # Two windows, the second naming no language: the file's is the first window's.
-        assert store.commit_window(claim.file.id, claim.attempt, Window(0.0, 30.0, SEGMENTS[:2], "en"))
-        assert store.commit_window(claim.file.id, claim.attempt, Window(30.0, 66.0, SEGMENTS[2:], None))
-        assert store.complete(claim.file.id, claim.attempt)
+        assert store.queue.commit_window(claim.file.id, claim.attempt, Window(0.0, 30.0, SEGMENTS[:2], "en"))
+        assert store.queue.commit_window(claim.file.id, claim.attempt, Window(30.0, 66.0, SEGMENTS[2:], None))
+        assert store.queue.complete(claim.file.id, claim.attempt)
     return job_id
 
 

@@ -50,21 +50,21 @@ def setup(tmp_path: Path, content: bytes, **jobs: float) -> tuple[JobStore, Path
     path.write_bytes(content)
     sha = hashlib.sha256(content).hexdigest()
     new = NewFile("a.wav", sha, source_path=str(path), size_bytes=len(content))
-    store.create_job([new], JobOptions(model="m"))
+    store.jobs.create([new], JobOptions(model="m"))
     return store, path, sha
 
 
 def run_one(store: JobStore, tmp_path: Path, reader: Reader, **jobs: float) -> None:
     args = JobsArgs(commit_window_s=60, lease_s=30, **jobs)  # type: ignore[arg-type]
     worker = JobWorker(store, reader, args, tmp_path, "w", probe_duration=lambda p: None)
-    claim = store.claim("w", 30)
+    claim = store.queue.claim("w", 30)
     assert claim is not None
     asyncio.run(worker.process(claim))
 
 
 def only_file(store: JobStore) -> tuple[FileState, str | None]:
-    job = store.list_jobs().items[0]
-    f = store.list_files(job.id).items[0]
+    job = store.jobs.find().items[0]
+    f = store.jobs.list_files(job.id).items[0]
     return f.state, f.error
 
 
@@ -139,24 +139,24 @@ def test_a_client_error_fails_the_file_with_its_reason(tmp_path: Path) -> None:
     store, _, _ = setup(tmp_path, b"RIFF a recording")
     reader = Failing(UnsupportedAudio("the file has no audio stream"))
     worker = worker_for(store, tmp_path, reader)
-    claim = store.claim("w", 30)
+    claim = store.queue.claim("w", 30)
     assert claim is not None
     asyncio.run(worker.process(claim))
     assert only_file(store) == (FileState.FAILED, "the file has no audio stream")
     assert worker.stats.files_failed == 1 and reader.calls == 1  # never retried
-    assert store.claim("w", 30) is None
+    assert store.queue.claim("w", 30) is None
 
 
 def test_a_server_error_hands_the_file_back_for_another_attempt(tmp_path: Path) -> None:
     store, _, _ = setup(tmp_path, b"RIFF a recording")
     reader = Failing(InternalError("a stage is down"))
     worker = worker_for(store, tmp_path, reader)
-    first = store.claim("w", 30)
+    first = store.queue.claim("w", 30)
     assert first is not None
     asyncio.run(worker.process(first))
     assert only_file(store) == (FileState.PENDING, "a stage is down")
     assert worker.stats.files_failed == 0
-    again = store.claim("w", 30)  # the next attempt, by any worker
+    again = store.queue.claim("w", 30)  # the next attempt, by any worker
     assert again is not None and again.attempt == first.attempt + 1
     asyncio.run(worker.process(again))
     assert only_file(store)[0] is FileState.DONE
@@ -168,7 +168,7 @@ def test_an_overloaded_server_is_backed_off_and_the_file_ends_done(tmp_path: Pat
     busy.retry_after_s = 0.01
     reader = Failing(busy, busy)
     worker = worker_for(store, tmp_path, reader)
-    claim = store.claim("w", 30)
+    claim = store.queue.claim("w", 30)
     assert claim is not None
     asyncio.run(worker.process(claim))
     assert only_file(store) == (FileState.DONE, None)
@@ -191,9 +191,9 @@ def test_a_lost_renewal_cancels_the_work_on_the_file(tmp_path: Path) -> None:
             raise AssertionError("unreachable")
 
     worker = worker_for(store, tmp_path, Hanging(), lease_s=5)  # renewed every 5/3 s
-    claim = store.claim("w", 5)
+    claim = store.queue.claim("w", 5)
     assert claim is not None
-    store.cancel_job(store.list_jobs().items[0].id)  # the next renewal finds the claim gone
+    store.jobs.cancel(store.jobs.find().items[0].id)  # the next renewal finds the claim gone
     asyncio.run(worker.process(claim))
     assert cancelled.is_set(), "the work on the file went on after its claim was lost"
     assert worker.stats.lost_claims == 1 and worker.current == {}

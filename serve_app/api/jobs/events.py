@@ -28,7 +28,7 @@ async def job_events(
     a stream ends after ``limits.max_event_stream_s`` with an ``expired`` event (an
     ``EventSource`` reconnects by itself)."""
     store = ctx.store
-    await asyncio.to_thread(store.get_job, job_id, owner=who)  # 404 before the stream starts
+    await asyncio.to_thread(store.jobs.get, job_id, owner=who)  # 404 before the stream starts
     slot = ctx.event_streams.hold(holder)
     slot.__enter__()  # 429 before the stream starts; released when the stream ends
     lifetime = ctx.limits.max_event_stream_s
@@ -40,7 +40,7 @@ async def job_events(
             ends = asyncio.get_running_loop().time() + lifetime
             yield b"retry: 2000\n\n"
             while True:
-                current = await asyncio.to_thread(store.get_job, job_id, owner=who)
+                current = await asyncio.to_thread(store.jobs.get, job_id, owner=who)
                 job = job_json(current)
                 state = (job["state"], job["files"], job["audio_seconds"])
                 if state != last:

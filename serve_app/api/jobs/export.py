@@ -90,7 +90,7 @@ async def all_files(store: JobStore, job_id: str, who: str | None) -> list[JobFi
     out: list[JobFile] = []
     cursor = None
     while True:
-        page = await asyncio.to_thread(store.list_files, job_id, owner=who, limit=500, cursor=cursor)
+        page = await asyncio.to_thread(store.jobs.list_files, job_id, owner=who, limit=500, cursor=cursor)
         out += page.items
         if page.next_cursor is None:
             return out
@@ -108,10 +108,12 @@ async def export_job(
     """``zip``: per finished file its transcript as .txt, .srt, .vtt and .json; ``csv``: a row
     per file (``rows=files``) or per segment (``rows=segments``)."""
     store = ctx.store
-    job = await asyncio.to_thread(store.get_job, job_id, owner=who)
+    job = await asyncio.to_thread(store.jobs.get, job_id, owner=who)
     files = await all_files(store, job_id, who)
     transcripts = {
-        f.id: (await asyncio.to_thread(store.get_transcript, f.id, owner=who)).transcript(ctx.served.language)
+        f.id: (await asyncio.to_thread(store.jobs.get_transcript, f.id, owner=who)).transcript(
+            ctx.served.language
+        )
         for f in files
         if f.state is FileState.DONE
     }

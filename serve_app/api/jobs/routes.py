@@ -126,7 +126,7 @@ async def create_job(
     else:
         raise InvalidRequest("send multipart/form-data with 'files', or JSON with 'files' or 'paths'")
     created = await asyncio.to_thread(
-        store.create_job,
+        store.jobs.create,
         new_files,
         options,
         metadata=metadata,
@@ -173,7 +173,7 @@ async def list_jobs(
     who: str | None = Depends(visible_owner),
 ) -> dict[str, Any]:
     js = _enum(JobState, state, "state")
-    page = await asyncio.to_thread(ctx.store.list_jobs, owner=who, state=js, limit=limit, cursor=cursor)
+    page = await asyncio.to_thread(ctx.store.jobs.find, owner=who, state=js, limit=limit, cursor=cursor)
     return page_json(page, job_json)
 
 
@@ -190,21 +190,21 @@ def _enum(cls: Any, value: str | None, name: str) -> Any:
 async def get_job(
     job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
-    return job_json(await asyncio.to_thread(ctx.store.get_job, job_id, owner=who))
+    return job_json(await asyncio.to_thread(ctx.store.jobs.get, job_id, owner=who))
 
 
 @router.post("/v1/jobs/{job_id}/cancel")
 async def cancel_job(
     job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
-    return job_json(await asyncio.to_thread(ctx.store.cancel_job, job_id, owner=who))
+    return job_json(await asyncio.to_thread(ctx.store.jobs.cancel, job_id, owner=who))
 
 
 @router.delete("/v1/jobs/{job_id}")
 async def delete_job(
     job_id: str, ctx: ApiContext = Depends(context), who: str | None = Depends(visible_owner)
 ) -> dict[str, Any]:
-    deleted = await asyncio.to_thread(ctx.store.delete_job, job_id, owner=who)
+    deleted = await asyncio.to_thread(ctx.store.jobs.delete, job_id, owner=who)
     blobs.remove(ctx.data_dir, deleted.unreferenced_paths)
     return {"id": deleted.job_id, "object": "job", "deleted": True}
 
@@ -220,7 +220,7 @@ async def list_files(
 ) -> dict[str, Any]:
     fs = _enum(FileState, state, "state")
     page = await asyncio.to_thread(
-        ctx.store.list_files, job_id, owner=who, state=fs, limit=limit, cursor=cursor
+        ctx.store.jobs.list_files, job_id, owner=who, state=fs, limit=limit, cursor=cursor
     )
     return page_json(page, file_json)
 
@@ -234,9 +234,9 @@ async def get_file_result(
     who: str | None = Depends(visible_owner),
 ) -> Response:
     store = ctx.store
-    t = await asyncio.to_thread(store.get_transcript, file_id, owner=who)
+    t = await asyncio.to_thread(store.jobs.get_transcript, file_id, owner=who)
     if t.file.job_id != job_id:
         raise NotFound(f"no file {file_id} in job {job_id}")
-    job = await asyncio.to_thread(store.get_job, job_id, owner=who)
+    job = await asyncio.to_thread(store.jobs.get, job_id, owner=who)
     fmt: ResponseFormat = parse_format(format or job.options.response_format)
     return transcript_response(t.transcript(ctx.served.language), fmt, True, {"file": file_json(t.file)})

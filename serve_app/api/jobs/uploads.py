@@ -30,7 +30,7 @@ async def record(ctx: ApiContext, store: JobStore, stored: list[StoredFile], who
         for f in stored:
             duration = await asyncio.to_thread(probe_duration, ctx.data_dir / f.path)
             _, created = await asyncio.to_thread(
-                store.add_upload,
+                store.uploads.add,
                 f.sha256,
                 f.size_bytes,
                 f.path,
@@ -60,7 +60,7 @@ async def has_upload(
 ) -> Response:
     """200 when the server holds this content as the caller's upload (the client need not
     upload it), else 404: whether someone else holds it is not the caller's to know."""
-    held = await asyncio.to_thread(ctx.store.has_upload, _sha256(sha256), owner=who)
+    held = await asyncio.to_thread(ctx.store.uploads.has, _sha256(sha256), owner=who)
     return Response(status_code=200 if held else 404)
 
 
@@ -75,7 +75,7 @@ async def put_upload(
     quota = ctx.quota.stored_bytes(who)
     length = request.headers.get("content-length")
     if quota is not None and length and length.isdigit():
-        used = (await asyncio.to_thread(store.owner_usage, who.owner)).stored_bytes
+        used = (await asyncio.to_thread(store.usage.of_owner, who.owner)).stored_bytes
         if used + int(length) > quota:  # refused before a byte is written
             raise QuotaExceeded(
                 f"quota stored_upload_gb exceeded: this key stores {used / 1e9:.2f} GB of uploads and "
@@ -88,7 +88,7 @@ async def put_upload(
     try:
         duration = await asyncio.to_thread(probe_duration, ctx.data_dir / path)
         _, created = await asyncio.to_thread(
-            store.add_upload, sha, size, path, owner=who.owner, duration_s=duration, max_stored_bytes=quota
+            store.uploads.add, sha, size, path, owner=who.owner, duration_s=duration, max_stored_bytes=quota
         )
     except BaseException:
         blobs.remove(ctx.data_dir, [path])
