@@ -91,21 +91,30 @@ def test_control_faster_whispers_own_batched_alignment_leaks_between_clips(
 
 
 class _Timed:
-    """CTranslate2's Whisper model with the wall-clock interval of each ``generate`` (where the
-    decoding runs, in C++ with the GIL released) recorded."""
+    """CTranslate2's Whisper model with, per calling thread, the wall-clock interval from its
+    first model call (``encode`` / ``generate``: C++ with the GIL released) to the end of its
+    last: where a worker's clip is decoded."""
 
     def __init__(self, model: Any) -> None:
         self._model = model
-        self.intervals: list[tuple[float, float]] = []
+        self.spans: dict[int, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
+    def _timed(self, method: str, *args: Any, **kwargs: Any) -> Any:
         t = time.perf_counter()
         try:
-            return self._model.generate(*args, **kwargs)
+            return getattr(self._model, method)(*args, **kwargs)
         finally:
+            me = threading.get_ident()
             with self._lock:
-                self.intervals.append((t, time.perf_counter()))
+                first, _ = self.spans.get(me, (t, t))
+                self.spans[me] = (first, time.perf_counter())
+
+    def encode(self, *args: Any, **kwargs: Any) -> Any:
+        return self._timed("encode", *args, **kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        return self._timed("generate", *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
@@ -132,10 +141,10 @@ def test_parallel_workers_run_clips_at_once(parallel: WhisperAsr, clips: list[np
     finally:
         parallel._model.model = timed._model
     assert [r[0].text for r in results] == [expected] * 2
-    # Each call decodes its clip in one generate; the two intervals overlap when the calls
-    # really run at once (one worker, or a semaphore of one, would run them back to back, so
-    # they would not overlap at all). How much they overlap depends on the box's load.
-    (a0, a1), (b0, b1) = sorted(timed.intervals)
+    # Each worker encodes and decodes its clip; the two spans overlap when the calls really run
+    # at once (one worker, or a semaphore of one, would run them back to back, so they would
+    # not overlap at all). How much they overlap depends on the box's load.
+    (a0, a1), (b0, b1) = sorted(timed.spans.values())
     overlap = min(a1, b1) - max(a0, b0)
-    print(f"generate intervals {a1 - a0:.2f} s and {b1 - b0:.2f} s, overlapping {overlap:.2f} s")
-    assert overlap > 0, timed.intervals
+    print(f"model spans {a1 - a0:.2f} s and {b1 - b0:.2f} s, overlapping {overlap:.2f} s")
+    assert overlap > 0, timed.spans
