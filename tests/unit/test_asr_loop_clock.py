@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -14,6 +14,9 @@ import pytest
 from serve_app.config import FunasrArgs
 from serve_app.contracts import AsrOptions, AsrResult, Segmentation, SpeechSegment
 from serve_app.engines.scheduling import LoopClock
+
+SLACK_S = 0.25
+"""How much longer than asked a sleep may take on a loaded test machine."""
 
 
 class FakeClock:
@@ -81,7 +84,7 @@ def asr_replica(monkeypatch: pytest.MonkeyPatch, engine: SlowEngine) -> Any:
         lambda: {k: Sink() for k in ("received", "processed", "rtf", "batch_size", "batch_audio", "queued")},
     )
     monkeypatch.setattr(asr, "request_id", lambda: "req-1")
-    cls = asr.AsrDeployment.func_or_class
+    cls = cast(Any, asr.AsrDeployment).func_or_class
     return cls(FunasrArgs(model="unused", device="cpu"), str(Path("/nonexistent")))
 
 
@@ -103,9 +106,10 @@ def test_asr_stats_split_busy_empty_and_waiting_for_fill(monkeypatch: pytest.Mon
 
     stats = asyncio.run(scenario())
     got = {k: round(stats[k], 2) for k in ("loop_busy_s", "loop_idle_empty_s", "loop_idle_fill_s", "busy_s")}
-    assert got["loop_idle_empty_s"] == pytest.approx(0.4, abs=0.08), got
-    assert got["loop_idle_fill_s"] == pytest.approx(0.3, abs=0.08), got
-    assert got["loop_busy_s"] == pytest.approx(0.2, abs=0.08), got
+    # At least what was slept, and not much more (a loaded machine oversleeps: loose bounds).
+    assert 0.39 <= got["loop_idle_empty_s"] < 0.4 + SLACK_S, got
+    assert 0.29 <= got["loop_idle_fill_s"] < 0.3 + SLACK_S, got
+    assert 0.19 <= got["loop_busy_s"] < 0.2 + SLACK_S, got
     assert got["busy_s"] <= got["loop_busy_s"] + 0.01, got
     # The existing keys stay.
     assert stats["batches"] == 1 and stats["mean_batch_size"] == 2.0, stats
@@ -122,5 +126,5 @@ def test_asr_timings_give_each_segment_its_queue_wait_and_batch(monkeypatch: pyt
     queue = next(s for s in spans if s.what == "asr_queue")
     batch = next(s for s in spans if s.what == "asr_batch")
     assert queue.end == batch.start, (queue, batch)
-    assert queue.end - queue.start == pytest.approx(0.2, abs=0.08), queue
-    assert batch.end - batch.start == pytest.approx(0.1, abs=0.08), batch
+    assert 0.19 <= queue.end - queue.start < 0.2 + SLACK_S, queue
+    assert 0.09 <= batch.end - batch.start < 0.1 + SLACK_S, batch
