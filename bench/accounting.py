@@ -263,8 +263,9 @@ def round_ratios(num: Sequence[float], den: Sequence[float]) -> list[float]:
 
 
 def median_of(rounds: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Key by key, the median over rounds (a key missing from a round counts as 0 there)."""
-    keys = {k for r in rounds for k in r}
+    """Key by key (in the order first seen), the median over rounds (a key missing from a
+    round counts as 0 there)."""
+    keys = dict.fromkeys(k for r in rounds for k in r)
     return {k: statistics.median(r.get(k, 0.0) for r in rounds) for k in keys}
 
 

@@ -185,3 +185,8 @@ def test_tables_print_medians_of_rounds_per_column() -> None:
     assert rows["decode"] == "| decode | 0.020 | 0.020 |", text
     assert rows["decode → VAD"] == "| decode → VAD |  |  |", text
     assert rows["ASR queue wait, per segment"].endswith("| 0.050 | 0.050 |"), text
+
+
+def test_median_of_rounds_keeps_the_order_and_counts_a_missing_key_as_zero() -> None:
+    got = accounting.median_of([{"b": 1.0, "a": 4.0}, {"b": 3.0}, {"b": 2.0, "a": 2.0}])
+    assert list(got) == ["b", "a"] and got == {"b": 2.0, "a": 2.0}, got
