@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,9 @@ class Run:
     wall_s: float
     latencies_s: list[float] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    requests: list[tuple[str, float, float]] = field(default_factory=list)
+    """Each request's ``x-request-id`` (Serve's request id in every stage), and when it was sent
+    and answered (``time.time()``: comparable with the stages' spans)."""
 
     @property
     def rtfx(self) -> float:
@@ -77,18 +81,25 @@ async def send_all(url: str, payloads: Sequence[tuple[bytes, float]], concurrenc
 
     sem = asyncio.Semaphore(concurrency)
     lat: list[float] = []
+    requests: list[tuple[str, float, float]] = []
 
     async def one(client: httpx.AsyncClient, data: bytes) -> None:
         async with sem:
-            t = time.perf_counter()
-            r = await client.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.wav", data)})
+            rid = uuid.uuid4().hex
+            t, sent = time.perf_counter(), time.time()
+            r = await client.post(
+                f"{url}/v1/audio/transcriptions",
+                files={"file": ("a.wav", data)},
+                headers={"x-request-id": rid},
+            )
             r.raise_for_status()
             lat.append(time.perf_counter() - t)
+            requests.append((rid, sent, time.time()))
 
     async with httpx.AsyncClient(timeout=3600) as client:
         t0 = time.perf_counter()
         await asyncio.gather(*(one(client, d) for d, _ in payloads))
-        return Run(sum(s for _, s in payloads), time.perf_counter() - t0, lat)
+        return Run(sum(s for _, s in payloads), time.perf_counter() - t0, lat, requests=requests)
 
 
 def served_run(url: str, payloads: Sequence[tuple[bytes, float]], concurrency: int) -> Run:

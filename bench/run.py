@@ -20,6 +20,14 @@ What the figures mean (frozen; the README quotes them):
 Each figure is the median of ``--rounds`` interleaved rounds (limit, oracle, baseline, served
 c=1, c=2, ..., then again), printed with its spread. The last line is
 ``bench: served/limit=… served/baseline=… rtfx=…`` (medians; limit = arrival-order limit).
+A ratio whose rounds (round ``i``'s over round ``i``'s) spread by more than 25 %
+(``max / min - 1``) is marked "noisy" there and in the table.
+
+Beside the throughput table, for each served run (``bench.accounting``): CPU seconds per audio
+second of every process group of the cluster (each stage's replicas, the HTTP proxy, the Serve
+controller, Ray's daemons, the client), the ASR batch loops' time (busy, idle with nothing
+queued, idle waiting for a batch to fill), and the median time a request spends in and between
+the stages.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from bench import accounting
+from bench.accounting import Accounting
 from bench.common import Figure, Run, interleave, served_run
 from load.clips import Clip, build_clip_mix
 from serve_app.contracts import AsrOptions, DecodedAudio, SpeechSegment
@@ -238,17 +248,72 @@ def served_stats(app: str) -> dict[str, Any]:
     return dict(serve.get_deployment_handle("ASR", app_name=app).stats.remote().result())
 
 
+def stage_spans(app: str, since: float) -> list[tuple[str, str, float, float]]:
+    """The stages' spans (``serve_app.deployments.timing``) that ended after ``since``: one
+    replica of each stage answers (the benchmark runs one of each unless ``--asr-replicas``)."""
+    from ray import serve
+
+    return [
+        tuple(s)
+        for name in ("Decode", "VAD", "ASR", "Postprocess")
+        for s in serve.get_deployment_handle(name, app_name=app).timings.remote(since).result()
+    ]
+
+
 def measure_served(app: str, url: str, payloads: list[tuple[bytes, float]], c: int) -> Run:
     from ray import serve
 
     serve.get_deployment_handle("ASR", app_name=app).reset_stats.remote().result()
+    stats0 = served_stats(app)
+    before = accounting.sample(accounting.discover(app))
     run = served_run(url, payloads, c)
+    end = accounting.after(before, app)
     stats = served_stats(app)
+    spans = stage_spans(app, before.t)
+    stamps = accounting.request_stamps(run.requests, spans)
+    waits = accounting.segment_queue_waits(spans, set(stamps))
     run.extra = {
         "mean_batch": stats["mean_batch_size"],
         "asr_busy": stats["busy_s"] / stats["parallelism"] / run.wall_s,
+        "accounting": Accounting(
+            audio_s=run.audio_s,
+            wall_s=run.wall_s,
+            cpu=accounting.usage(before, end),
+            loops=accounting.loop_shares(stats0, stats),
+            gaps=accounting.gap_medians(stamps),
+            queue_wait_p50_s=statistics.median(waits) if waits else None,
+        ),
     }
     return run
+
+
+def accounting_tables(figures: dict[str, Figure]) -> tuple[str, dict[str, Any]]:
+    """The accounting tables of the served figures, and their medians for the JSON summary."""
+    columns = {
+        f.name.removeprefix("served graph over HTTP, "): [r.extra["accounting"] for r in f.runs]
+        for f in figures.values()
+        if f.runs and "accounting" in f.runs[0].extra
+    }
+    medians = {
+        c: {
+            "cpu_s_per_audio_s": accounting.median_of([a.cpu_per_audio_s() for a in runs]),
+            "asr_loops": accounting.median_of([a.loops for a in runs]),
+            "stage_gaps_s": accounting.median_of([a.gaps for a in runs]),
+        }
+        for c, runs in columns.items()
+    }
+    return accounting.tables(columns), medians
+
+
+def ratio_cell(f: Figure, ref: Figure) -> tuple[str, list[float]]:
+    """``f``'s median over ``ref``'s, "noisy" when its rounds disagree (``bench.accounting``)."""
+    rounds = accounting.round_ratios([r.rtfx for r in f.runs], [r.rtfx for r in ref.runs])
+    mark = " noisy" if accounting.noisy(rounds) else ""
+    return f"{f.median() / ref.median():.2f}{mark}", rounds
+
+
+def json_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.as_json() if isinstance(v, Accounting) else v for k, v in extra.items()}
 
 
 # --- report ------------------------------------------------------------------------------
@@ -256,6 +321,7 @@ def measure_served(app: str, url: str, payloads: list[tuple[bytes, float]], c: i
 
 def report(figures: dict[str, Figure], limit_name: str, oracle_name: str, base_name: str) -> dict[str, Any]:
     limit, base = figures[limit_name].median(), figures[base_name].median()
+    ratios: dict[str, dict[str, list[float]]] = {}
     print()
     print(
         "| run | audio-s/s, median (min–max) | p50 s | p95 s | mean batch | ASR busy | /limit | /baseline |"
@@ -267,11 +333,15 @@ def report(figures: dict[str, Figure], limit_name: str, oracle_name: str, base_n
         p95 = f"{f.median(lambda r: r.pct(95)):.2f}" if lat else ""
         batch = f"{f.median(lambda r: r.extra['mean_batch']):.1f}" if "mean_batch" in f.runs[0].extra else ""
         busy = f"{f.median(lambda r: r.extra['asr_busy']):.0%}" if "asr_busy" in f.runs[0].extra else ""
-        print(
-            f"| {f.name} | {f.cell()} | {p50} | {p95} | {batch} | {busy} | {f.median() / limit:.2f} | {f.median() / base:.2f} |"
-        )
+        over_limit, limit_rounds = ratio_cell(f, figures[limit_name])
+        over_base, base_rounds = ratio_cell(f, figures[base_name])
+        ratios[f.name] = {"over_limit": limit_rounds, "over_baseline": base_rounds}
+        print(f"| {f.name} | {f.cell()} | {p50} | {p95} | {batch} | {busy} | {over_limit} | {over_base} |")
     served = [f for n, f in figures.items() if n.startswith("served")]
     best = max(served, key=lambda f: f.median())
+    table, medians = accounting_tables(figures)
+    print()
+    print(table)
     return {
         "limit": limit,
         "oracle": figures[oracle_name].median(),
@@ -280,8 +350,15 @@ def report(figures: dict[str, Figure], limit_name: str, oracle_name: str, base_n
         "served": best.median(),
         "served_over_limit": best.median() / limit,
         "served_over_baseline": best.median() / base,
+        "round_ratios": ratios,
+        "noisy": {
+            "served_over_limit": accounting.noisy(ratios[best.name]["over_limit"]),
+            "served_over_baseline": accounting.noisy(ratios[best.name]["over_baseline"]),
+            "rule": f"per-round ratios spread max/min - 1 > {accounting.NOISY_SPREAD}",
+        },
+        "accounting": medians,
         "figures": {
-            n: [{"rtfx": r.rtfx, "p50": r.pct(50), "p95": r.pct(95), **r.extra} for r in f.runs]
+            n: [{"rtfx": r.rtfx, "p50": r.pct(50), "p95": r.pct(95), **json_extra(r.extra)} for r in f.runs]
             for n, f in figures.items()
         },
     }
@@ -420,6 +497,24 @@ def main() -> None:
             print(f"{f.name}: {f.cell()} audio-s/s, p95 {f.median(lambda r: r.pct(95)):.2f} s")
         for w, lat in lone_served.items():
             print(f"lone 10 s p50, {w} worker(s): served {statistics.median(lat):.3f} s")
+        table, medians = accounting_tables(figures)
+        print(f"\n{table}")
+        (out / "bench.json").write_text(
+            json.dumps(
+                {
+                    "machine": machine,
+                    "model": args.model,
+                    "accounting": medians,
+                    "figures": {
+                        n: [{"rtfx": r.rtfx, **json_extra(r.extra)} for r in f.runs]
+                        for n, f in figures.items()
+                    },
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        print(f"wrote {out}/bench.json")
         return
     summary = report(
         figures, limit_name, oracle_name, "baseline: AutoModel.generate per request, one at a time"
@@ -441,8 +536,10 @@ def main() -> None:
     (out / "bench.json").write_text(json.dumps(summary, indent=2, default=str))
     plots(figures, summary, out)
     print(f"wrote {out}/bench.json, throughput.png, p95_latency.png")
+    noise = summary["noisy"]
     print(
-        f"bench: served/limit={summary['served_over_limit']:.2f} served/baseline={summary['served_over_baseline']:.2f} "
+        f"bench: served/limit={summary['served_over_limit']:.2f}{' noisy' if noise['served_over_limit'] else ''} "
+        f"served/baseline={summary['served_over_baseline']:.2f}{' noisy' if noise['served_over_baseline'] else ''} "
         f"rtfx={summary['served']:.1f} (medians of {args.rounds} rounds; limit {summary['limit']:.1f}, "
         f"oracle {summary['oracle']:.1f}, baseline {summary['baseline']:.1f})"
     )

@@ -5,7 +5,9 @@ round-robin by request within a class, turns of ``fair_quantum_s`` audio seconds
 take batches from it, bounded by count and audio seconds (``engines.batching.item_cost``),
 each waiting up to ``batch_wait_timeout_s`` for company, and run them on the engine in their
 own thread. The knobs come from ``user_config`` and change via ``reconfigure()`` without a
-restart. (``@serve.batch`` is a FIFO: a long upload's segments would fill every batch ahead of
+restart. ``stats()`` says where the loops' time went (``LoopClock``): running a batch, idle with
+nothing queued, or idle waiting for a batch to fill; ``timings()`` gives each segment's queue
+wait and batch by request id (``deployments.timing``). (``@serve.batch`` is a FIFO: a long upload's segments would fill every batch ahead of
 requests that arrive after it.)
 """
 
@@ -27,12 +29,17 @@ from serve_app.autoscaling import QUEUED_AUDIO_METRIC
 from serve_app.config import BatchConfig, FunasrArgs, WhisperArgs
 from serve_app.contracts import SAMPLE_RATE, AsrOptions, AsrResult, Priority, Segmentation, Transcript
 from serve_app.deployments.common import WARMUP_AUDIO, logger, pick_device, replica_info
+from serve_app.deployments.timing import Span, StageTimes, request_id
 from serve_app.engines import build_asr
 from serve_app.engines.batching import item_cost, split_on_oom
-from serve_app.engines.scheduling import FairQueue
+from serve_app.engines.scheduling import FairQueue, LoopClock
 from serve_app.engines.transcript import assemble
 from serve_app.gpu import GpuProbe
 from serve_app.metrics import asr_metrics, record_gpus
+
+LOOP_PHASES = ("busy", "idle_empty", "idle_fill")
+"""What a batch loop is doing: taking and running a batch, waiting for anything to be queued,
+or sleeping ``batch_wait_timeout_s`` for a batch to fill."""
 
 
 @dataclass
@@ -43,6 +50,10 @@ class QueuedSegment:
     options: AsrOptions
     seconds: float
     future: asyncio.Future[AsrResult] = field(repr=False)
+    request_id: str = ""
+    """Serve's id of the request it belongs to (for ``timings()``)."""
+    queued_at: float = 0.0
+    """When it was queued (``time.time()``)."""
 
 
 @serve.deployment(name="ASR", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
@@ -65,6 +76,8 @@ class AsrDeployment:
         self._busy_s = 0.0
         self._oom_splits = 0
         self._since = time.monotonic()
+        self._loop_clock = LoopClock(LOOP_PHASES, time.monotonic)
+        self._times = StageTimes()
         self._metrics = asr_metrics()
         self._gpu = GpuProbe.assigned()
         self.reconfigure({})
@@ -92,9 +105,13 @@ class AsrDeployment:
         """``seg``'s segments through the queue. Calls with the same ``key`` (the windows of one
         request) share one line of the queue, so a long file is one request, not many."""
         if not self._loops:
-            self._loops = [asyncio.create_task(self._batch_loop()) for _ in range(self._parallelism)]
+            self._loops = [asyncio.create_task(self._batch_loop(i)) for i in range(self._parallelism)]
         loop = asyncio.get_running_loop()
-        jobs = [QueuedSegment(s.samples, options, s.duration_s, loop.create_future()) for s in seg.segments]
+        rid, now = request_id(), time.time()
+        jobs = [
+            QueuedSegment(s.samples, options, s.duration_s, loop.create_future(), rid, now)
+            for s in seg.segments
+        ]
         audio_s = sum(j.seconds for j in jobs)
         request = key if key is not None else next(self._requests)
         self._inflight += 1
@@ -119,13 +136,16 @@ class AsrDeployment:
             self._metrics["rtf"].observe((time.perf_counter() - start) / audio_s)
         return assemble(seg, results, options.language or self.language)
 
-    async def _batch_loop(self) -> None:
+    async def _batch_loop(self, loop: int) -> None:
         while True:
+            self._loop_clock.enter(loop, "idle_empty")
             async with self._ready:
                 await self._ready.wait_for(lambda: len(self._queue) > 0)
             c = self._config
             if len(self._queue) < c.max_batch_count and c.batch_wait_timeout_s > 0:
+                self._loop_clock.enter(loop, "idle_fill")
                 await asyncio.sleep(c.batch_wait_timeout_s)  # let other requests' segments join
+            self._loop_clock.enter(loop, "busy")
             batch = self._queue.take(c.max_batch_count, c.max_batch_audio_s, self._cost, lambda j: j.seconds)
             if batch:
                 await self._run(batch)
@@ -137,7 +157,7 @@ class AsrDeployment:
         del self._batch_audio_s[:-1000]
         self._metrics["batch_size"].observe(len(batch))
         self._metrics["batch_audio"].observe(audio_s)
-        t0 = time.perf_counter()
+        t0, wall0 = time.perf_counter(), time.time()
 
         def run(jobs: list[QueuedSegment]) -> list[AsrResult]:
             return self.engine.transcribe_batch([j.samples for j in jobs], [j.options for j in jobs])
@@ -154,6 +174,10 @@ class AsrDeployment:
             return
         finally:
             self._busy_s += time.perf_counter() - t0
+            wall1 = time.time()
+            for j in batch:
+                self._times.add(j.request_id, "asr_queue", j.queued_at, wall0)
+                self._times.add(j.request_id, "asr_batch", wall0, wall1)
         self._metrics["processed"].inc(audio_s)
         for j, r in zip(batch, results, strict=True):
             if not j.future.done():
@@ -184,6 +208,9 @@ class AsrDeployment:
             if self._batch_audio_s
             else 0.0,
             "busy_s": self._busy_s,
+            # Seconds summed over the batch loops since reset_stats(): taking and running a
+            # batch, idle with nothing queued, idle waiting for a batch to fill.
+            **{f"loop_{phase}_s": s for phase, s in self._loop_clock.totals().items()},
             "oom_splits": self._oom_splits,
             "busy_fraction": self._busy_s / self._parallelism / max(1e-9, time.monotonic() - self._since),
             "config": self._config.model_dump(),
@@ -199,6 +226,12 @@ class AsrDeployment:
         self._batch_audio_s.clear()
         self._busy_s = 0.0
         self._since = time.monotonic()
+        self._loop_clock.reset()
+
+    def timings(self, since: float = 0.0) -> list[Span]:
+        """Each segment's ``asr_queue`` (queued → its batch starts) and ``asr_batch`` spans by
+        request id, those that ended at or after ``since`` (``time.time()``)."""
+        return self._times.since(since)
 
     def ready(self) -> bool:
         return True

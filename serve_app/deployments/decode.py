@@ -12,6 +12,7 @@ from ray import serve
 from serve_app.config import LimitsArgs
 from serve_app.contracts import AudioSource, DecodedAudio
 from serve_app.deployments.common import WARMUP_AUDIO, Worker, logger, replica_info
+from serve_app.deployments.timing import Span, StageTimes
 from serve_app.engines.decode import FfmpegDecoder
 from serve_app.engines.wav import encode_wav
 from serve_app.errors import ServeError
@@ -33,6 +34,7 @@ class DecodeDeployment:
         # One ffmpeg at a time per replica (each uses `threads` cores); more decoding
         # capacity comes from more replicas (autoscaling in the deploy YAML).
         self._worker = Worker("decode")
+        self._times = StageTimes()
         self._kill_marker = KILL_MARKER if Settings().test_hooks else None
         if self._kill_marker is not None:
             logger.warning("Decode: test hooks are ON (FUNASR_SERVE_TEST_HOOKS); never in production")
@@ -51,10 +53,15 @@ class DecodeDeployment:
             await asyncio.sleep(KILL_AFTER_S)
             os.kill(os.getpid(), signal.SIGKILL)
         try:
-            return await self._worker.run(self._decoder.decode, source)
+            with self._times.span("decode"):
+                return await self._worker.run(self._decoder.decode, source)
         except ServeError as e:
             decode_failures().inc(tags={"type": e.type})
             raise
+
+    def timings(self, since: float = 0.0) -> list[Span]:
+        """This replica's ``decode`` spans by request id (``deployments.timing``)."""
+        return self._times.since(since)
 
     def ready(self) -> bool:
         return True

@@ -11,6 +11,7 @@ from ray import serve
 from serve_app.config import PostprocessArgs
 from serve_app.contracts import PostOptions, TextStage, Transcript
 from serve_app.deployments.common import Worker, replica_info
+from serve_app.deployments.timing import Span, StageTimes
 from serve_app.engines.itn import WetextItn
 from serve_app.engines.punctuation import CtPunctuation
 
@@ -24,6 +25,7 @@ class PostprocessDeployment:
         self._itn: TextStage = WetextItn(args.itn_language)
         self._itn_default = args.itn
         self._worker = Worker("post")
+        self._times = StageTimes()
         warm = ["你好世界" if args.itn_language == "zh" else "hello world"]
         if self._punc:
             self._punc.process(warm)
@@ -38,9 +40,14 @@ class PostprocessDeployment:
         return replace(t, segments=[replace(s, text=x) for s, x in zip(t.segments, texts, strict=True)])
 
     async def __call__(self, t: Transcript, o: PostOptions) -> Transcript:
-        if not t.segments:
-            return t
-        return await self._worker.run(self._apply, t, o)
+        with self._times.span("post"):
+            if not t.segments:
+                return t
+            return await self._worker.run(self._apply, t, o)
+
+    def timings(self, since: float = 0.0) -> list[Span]:
+        """This replica's ``post`` spans by request id (``deployments.timing``)."""
+        return self._times.since(since)
 
     def ready(self) -> bool:
         return True

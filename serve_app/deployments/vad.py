@@ -11,6 +11,7 @@ from ray import serve
 from serve_app.config import VadArgs
 from serve_app.contracts import DecodedAudio, Segmentation
 from serve_app.deployments.common import WARMUP_AUDIO, EnginePool, replica_info
+from serve_app.deployments.timing import Span, StageTimes
 from serve_app.engines.vad import FsmnVad
 
 
@@ -30,18 +31,25 @@ class VadDeployment:
             e.segment(DecodedAudio(WARMUP_AUDIO))
         self._pool = EnginePool("vad", engines)
         self._window_s = args.segmentation_window_s
+        self._times = StageTimes()
 
     async def __call__(self, audio: DecodedAudio) -> Segmentation:
-        return await self._pool.run(lambda vad: vad.segmentation(audio))
+        with self._times.span("vad"):
+            return await self._pool.run(lambda vad: vad.segmentation(audio))
 
     async def stream(self, audio: DecodedAudio) -> AsyncIterator[Segmentation]:
         """The segmentation window by window (``VadArgs.segmentation_window_s``), each as soon as it is cut:
         called with ``handle.options(stream=True)``, its segments reach ASR while the VAD reads
         on. One engine serves the whole stream (the windows share its model, one at a time)."""
-        async with self._pool.lease() as vad:
-            windows = vad.windows(audio, self._window_s)
-            while (seg := await self._pool.call(vad, lambda _: next(windows, None))) is not None:
-                yield seg
+        with self._times.span("vad"):
+            async with self._pool.lease() as vad:
+                windows = vad.windows(audio, self._window_s)
+                while (seg := await self._pool.call(vad, lambda _: next(windows, None))) is not None:
+                    yield seg
+
+    def timings(self, since: float = 0.0) -> list[Span]:
+        """This replica's ``vad`` spans by request id (``deployments.timing``)."""
+        return self._times.since(since)
 
     def ready(self) -> bool:
         return True

@@ -113,3 +113,38 @@ class FairQueue(Generic[T]):
             if len(batch) >= max_count:
                 break
         return batch
+
+
+class LoopClock:
+    """Where the batch loops' time goes: seconds summed over loops in each phase, read at any
+    moment (a phase still open counts up to now). A loop ``enter``s a phase when it starts
+    doing something else; the first ``enter`` starts its clock. Cheap: one ``clock()`` call
+    and a dict update per switch."""
+
+    def __init__(self, phases: Sequence[str], clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._totals = dict.fromkeys(phases, 0.0)
+        self._open: dict[Hashable, tuple[str, float]] = {}
+        """Each loop's current phase and when it entered it."""
+
+    def enter(self, loop: Hashable, phase: str) -> None:
+        now = self._clock()
+        if (current := self._open.get(loop)) is not None:
+            self._totals[current[0]] += now - current[1]
+        if phase not in self._totals:
+            raise KeyError(f"unknown phase {phase!r}; phases are {list(self._totals)}")
+        self._open[loop] = (phase, now)
+
+    def totals(self) -> dict[str, float]:
+        """Seconds per phase so far, summed over loops, the open phases up to now included."""
+        now = self._clock()
+        out = dict(self._totals)
+        for phase, since in self._open.values():
+            out[phase] += now - since
+        return out
+
+    def reset(self) -> None:
+        """Start counting again from now (open phases stay open, from now)."""
+        now = self._clock()
+        self._totals = dict.fromkeys(self._totals, 0.0)
+        self._open = {loop: (phase, now) for loop, (phase, _) in self._open.items()}
