@@ -116,6 +116,8 @@ def test_the_minute_ring_keeps_the_last_15_minutes() -> None:
     b = ring.buckets()
     assert list(b) == list(range(1019 - MINUTES_KEPT + 1, 1020)), b
     assert set(b.values()) == {3.0}, b
+    wall[0] += 60.0  # a minute with nothing: the oldest one drops out without an add
+    assert list(ring.buckets()) == list(range(1020 - MINUTES_KEPT + 1, 1020)), ring.buckets()
 
 
 def test_process_cpu_counts_this_process() -> None:
