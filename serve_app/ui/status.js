@@ -175,7 +175,8 @@ function draw(status) {
     if (load.throughput) parts.push(h("figure", { class: "throughput" }, plot(load.throughput), h("figcaption", { i18n: "status.plot" })));
     parts.push(stages(load));
   }
-  parts.push(h("details", { class: "all-fields" }, h("summary", { i18n: "status.all" }), render(rest)));
+  // Open when there is no load part (a server from before it): then these are all there is.
+  parts.push(h("details", { class: "all-fields", open: !load }, h("summary", { i18n: "status.all" }), render(rest)));
   $("#s-body").replaceChildren(...parts);
 }
 
