@@ -20,6 +20,17 @@ from serve_app.pipeline import Pipeline
 
 PROBE_TIMEOUT_S = 5.0
 """How long one stage's ``ready()`` may take before the stage counts as not ready."""
+DEPLOYMENT_NAMES = {
+    "decode": "Decode",
+    "vad": "VAD",
+    "asr": "ASR",
+    "postprocess": "Postprocess",
+    "streaming": "Streaming",
+    "job_runner": "JobRunner",
+}
+"""Each ``named()`` stage's Serve deployment name (as ``serve.status()`` lists it)."""
+METERED = ("decode", "vad", "asr", "postprocess", "streaming")
+"""Stages whose ``stats()`` carry a ``load`` part (``serve_app.load``)."""
 
 
 @dataclass(frozen=True)
@@ -68,3 +79,15 @@ class Stages:
     async def asr_stats(self) -> dict[str, Any]:
         """Batching and queue statistics of the ASR replica that answers."""
         return dict(await self.asr.stats.remote())
+
+    async def replica_stats(self, stage: str, replicas: int = 1) -> list[dict[str, Any]]:
+        """``stats()`` of up to ``replicas`` replicas of ``stage`` (a ``named()`` key): that many
+        calls at once, one answer kept per replica id. Serve's router spreads concurrent calls
+        over the replicas but does not promise to reach each one."""
+        handle = self.named()[stage]
+
+        async def one() -> dict[str, Any]:
+            return dict(await handle.stats.remote())
+
+        answers = await asyncio.gather(*(one() for _ in range(max(1, replicas))))
+        return list({a.get("replica"): a for a in answers}.values())

@@ -1,19 +1,23 @@
 """``GET /v1/status``: what an operator (and the console's status page) wants at a glance:
-the served models, replicas per stage, queue depth and the audio transcribed today."""
+the served models, replicas per stage, queue depth, the audio transcribed today, and each
+stage's load with what is saturated (``api.load``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
 
 from serve_app.api.context import ApiContext, caller, context
+from serve_app.api.load import MAX_PROBES, LoadStatus, load_status
 from serve_app.api.quotas import Caller
 from serve_app.api.views import timestamp, usage_json
 from serve_app.jobs import OwnerUsage
+from serve_app.stages import DEPLOYMENT_NAMES, METERED
 
 logger = logging.getLogger("ray.serve")
 
@@ -28,6 +32,24 @@ ASR_QUEUE_FIELDS = (
     "queued_audio_s",
     "busy_fraction",
 )
+
+
+class ServerStatus(BaseModel):
+    """The answer of ``/v1/status`` (the route's docstring shows one)."""
+
+    object: Literal["status"] = "status"
+    time: str
+    models: dict[str, Any]
+    serve: dict[str, Any] | None
+    """``serve.status()`` of this application (``serve_json``); ``None``: could not be read."""
+    queue: dict[str, Any]
+    today: dict[str, Any] | None
+    auth: dict[str, Any]
+    quotas: dict[str, Any] | None
+    load: LoadStatus
+    errors: dict[str, str]
+    """What could not be read, by part (``serve``, ``usage``, ``quotas``, or a stage: ``asr``,
+    ``decode``, ``vad``, ``postprocess``, ``streaming``)."""
 
 
 def start_of_day(now: datetime) -> datetime:
@@ -63,7 +85,7 @@ def _serve_status() -> dict[str, Any]:
 
 
 @router.get("/v1/status")
-async def server_status(request: Request, ctx: ApiContext = Depends(context)) -> dict[str, Any]:
+async def server_status(request: Request, ctx: ApiContext = Depends(context)) -> ServerStatus:
     """The server at a glance. Parts that cannot be read right now are ``null``, with the
     reason under ``errors`` (the endpoint itself answers 200 as long as the ingress runs)::
 
@@ -100,7 +122,20 @@ async def server_status(request: Request, ctx: ApiContext = Depends(context)) ->
             "realtime_sessions": {"limit": 8, "used": 0, "counted": "replica"},
             "requests_per_minute": {"limit": 600, "used": 3, "counted": "replica"}
           },
-          "errors": {}                              # e.g. {"serve": "TimeoutError: ..."}
+          "load": {                                 # api.load: over each replica's recent window
+            "stages": [                             # Ingress, Decode, VAD, ASR, ... in graph order
+              {"stage": "ASR", "status": "HEALTHY", "replicas": {"RUNNING": 1}, "running": 1,
+               "sampled": 1, "window_s": 64.0, "busy_share": 0.95, "queued_audio_s": 120.0,
+               "cpu_per_audio_s": 0.4, "cpu_cores": 1.9, "window_audio_s": 300.0},
+              ...                                   # Ingress, JobRunner: replicas only
+            ],
+            "throughput": {"minute_s": 60.0, "start": "2025-03-01T11:46:00Z",
+                           "audio_s": [0.0, ..., 310.0], "total_audio_s": 2900.0},
+            "saturated": [{"kind": "busy", "stage": "ASR", "busy_share": 0.95,
+                           "text": "ASR is busy 95 % of the time with 120 s of audio queued: add ASR replicas",
+                           ...}]                    # [] when nothing is saturated
+          },
+          "errors": {}                              # e.g. {"serve": "timed out"}
         }
     """
     now = datetime.now(UTC)
@@ -117,25 +152,34 @@ async def server_status(request: Request, ctx: ApiContext = Depends(context)) ->
             )
             return None
 
-    async def asr_queue() -> dict[str, Any]:
-        stats = await ctx.stages.asr_stats()
-        return {k: stats.get(k) for k in ASR_QUEUE_FIELDS}
+    async def serve_and_stages() -> tuple[dict[str, Any] | None, dict[str, list[dict[str, Any]]]]:
+        """``serve.status()``, then each metered stage's replicas' ``stats()`` (as many calls
+        as it has running replicas, up to ``MAX_PROBES``)."""
+        serve = await part("serve", asyncio.to_thread(_serve_status))
+        running = {n: d.get("running") for n, d in (serve or {}).get("deployments", {}).items()}
+        stages = [s for s in METERED if s in ctx.stages.named()]
+
+        async def probe(stage: str) -> Any:
+            n = min(MAX_PROBES, int(running.get(DEPLOYMENT_NAMES[stage]) or 1))
+            return await part(stage, ctx.stages.replica_stats(stage, n))
+
+        answers = await asyncio.gather(*(probe(s) for s in stages))
+        return serve, {DEPLOYMENT_NAMES[s]: a for s, a in zip(stages, answers, strict=True) if a}
 
     store = ctx.store
     who = caller(request)
-    serve_part, asr_part, usage, mine = await asyncio.gather(
-        part("serve", asyncio.to_thread(_serve_status)),
-        part("asr", asr_queue()),
+    (serve_part, stats), usage, mine = await asyncio.gather(
+        serve_and_stages(),
         part("usage", asyncio.to_thread(store.usage.since, start_of_day(now))),
         part("quotas", asyncio.to_thread(store.usage.of_owner, who.owner))
         if ctx.quota.applies(who)
         else asyncio.sleep(0),
     )
     state = request.state
-    return {
-        "object": "status",
-        "time": timestamp(now),
-        "models": {
+    asr = stats.get("ASR")
+    return ServerStatus(
+        time=timestamp(now),
+        models={
             "asr": {
                 "names": ctx.served.names,
                 "language": ctx.served.language,
@@ -143,22 +187,23 @@ async def server_status(request: Request, ctx: ApiContext = Depends(context)) ->
             },
             "streaming": ctx.realtime.streaming_model,
         },
-        "serve": serve_part,
-        "queue": {
-            "asr": asr_part,
+        serve=serve_part,
+        queue={
+            "asr": {k: asr[0].get(k) for k in ASR_QUEUE_FIELDS} if asr else None,
             "jobs": {"pending_files": usage.pending_files, "running_files": usage.running_files}
             if usage is not None
             else None,
         },
-        "today": usage_json(usage) if usage is not None else None,
-        "auth": {
+        today=usage_json(usage) if usage is not None else None,
+        auth={
             "keys_required": ctx.keys.enabled,
             "label": getattr(state, "owner", None),
             "admin": bool(getattr(state, "admin", False)),
         },
-        "quotas": quotas_json(ctx, who, mine),
-        "errors": errors,
-    }
+        quotas=quotas_json(ctx, who, mine),
+        load=load_status((serve_part or {}).get("deployments"), stats, now),
+        errors=errors,
+    )
 
 
 def quotas_json(ctx: ApiContext, who: Caller, usage: OwnerUsage | None) -> dict[str, Any] | None:

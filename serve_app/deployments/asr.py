@@ -35,6 +35,7 @@ from serve_app.engines.batching import item_cost, split_on_oom
 from serve_app.engines.scheduling import FairQueue, LoopClock
 from serve_app.engines.transcript import assemble
 from serve_app.gpu import GpuProbe
+from serve_app.load import LoadMeter
 from serve_app.metrics import asr_metrics, record_gpus
 
 LOOP_PHASES = ("busy", "idle_empty", "idle_fill")
@@ -77,6 +78,9 @@ class AsrDeployment:
         self._oom_splits = 0
         self._since = time.monotonic()
         self._loop_clock = LoopClock(LOOP_PHASES, time.monotonic)
+        # Audio counted per finished call (a request's window, a realtime final): the audio
+        # it covered, silence included, as the other stages count it.
+        self._load = LoadMeter(self._parallelism, lambda: self._loop_clock.lifetime()["busy"])
         self._times = StageTimes()
         self._metrics = asr_metrics()
         self._gpu = GpuProbe.assigned()
@@ -134,6 +138,7 @@ class AsrDeployment:
             self._metrics["queued"].set(self._queued_audio_s)
         if audio_s > 0:
             self._metrics["rtf"].observe((time.perf_counter() - start) / audio_s)
+        self._load.audio(seg.duration_s)
         return assemble(seg, results, options.language or self.language)
 
     async def _batch_loop(self, loop: int) -> None:
@@ -214,6 +219,7 @@ class AsrDeployment:
             "oom_splits": self._oom_splits,
             "busy_fraction": self._busy_s / self._parallelism / max(1e-9, time.monotonic() - self._since),
             "config": self._config.model_dump(),
+            "load": self._load.figures(),  # never reset: windows of its own (serve_app.load)
         }
 
     def record_autoscaling_stats(self) -> dict[str, float]:

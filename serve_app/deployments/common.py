@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
@@ -22,15 +24,41 @@ WARMUP_AUDIO = np.zeros(SAMPLE_RATE, dtype=np.float32)
 """One second of silence: every stage runs it once in ``__init__`` before reporting ready."""
 
 
+class BusyClock:
+    """Seconds spent in calls run through ``timed``, summed over threads since start (never
+    reset): a stage's busy figure for ``serve_app.load.LoadMeter``. Timed inside the thread,
+    so a call waiting for the thread does not count."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy_s = 0.0
+
+    @property
+    def busy_s(self) -> float:
+        return self._busy_s
+
+    def timed(self, fn: Callable[..., T]) -> Callable[..., T]:
+        def run(*args: object) -> T:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                with self._lock:
+                    self._busy_s += time.perf_counter() - t0
+
+        return run
+
+
 class Worker:
     """One thread for a stage's blocking model calls, so the replica's event loop stays free
     to accept (and batch) the next requests while the model runs."""
 
     def __init__(self, name: str) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.clock = BusyClock()
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.clock.timed(fn), *args)
 
 
 E = TypeVar("E")
@@ -45,6 +73,8 @@ class EnginePool(Generic[E]):
         for e in engines:
             self._free.put_nowait(e)
         self._pool = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix=name)
+        self.size = len(engines)
+        self.clock = BusyClock()
 
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[E]:
@@ -57,7 +87,7 @@ class EnginePool(Generic[E]):
 
     async def call(self, engine: E, fn: Callable[[E], T]) -> T:
         """``fn(engine)`` in the pool's threads (the caller holds ``engine``'s lease)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, engine)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.clock.timed(fn), engine)
 
     async def run(self, fn: Callable[[E], T]) -> T:
         async with self.lease() as engine:
@@ -76,6 +106,11 @@ def pick_device(preference: str) -> str:
     if preference == "cuda":
         raise ModelUnavailable("asr.device is 'cuda' but this replica has no usable GPU")
     return "cpu"
+
+
+def load_stats(meter: Any) -> dict[str, Any]:
+    """``stats()`` of a stage whose only figures are its ``LoadMeter``'s (the Status page)."""
+    return {**replica_info(), "load": meter.figures()}
 
 
 def replica_info() -> dict[str, Any]:

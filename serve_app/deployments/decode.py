@@ -11,11 +11,12 @@ from ray import serve
 
 from serve_app.config import LimitsArgs
 from serve_app.contracts import AudioSource, DecodedAudio
-from serve_app.deployments.common import WARMUP_AUDIO, Worker, logger, replica_info
+from serve_app.deployments.common import WARMUP_AUDIO, Worker, load_stats, logger, replica_info
 from serve_app.deployments.timing import Span, StageTimes
 from serve_app.engines.decode import FfmpegDecoder
 from serve_app.engines.wav import encode_wav
 from serve_app.errors import ServeError
+from serve_app.load import LoadMeter
 from serve_app.metrics import decode_failures
 from serve_app.settings import Settings
 
@@ -35,6 +36,7 @@ class DecodeDeployment:
         # capacity comes from more replicas (autoscaling in the deploy YAML).
         self._worker = Worker("decode")
         self._times = StageTimes()
+        self._load = LoadMeter(1, lambda: self._worker.clock.busy_s)
         self._kill_marker = KILL_MARKER if Settings().test_hooks else None
         if self._kill_marker is not None:
             logger.warning("Decode: test hooks are ON (FUNASR_SERVE_TEST_HOOKS); never in production")
@@ -54,10 +56,16 @@ class DecodeDeployment:
             os.kill(os.getpid(), signal.SIGKILL)
         try:
             with self._times.span("decode"):
-                return await self._worker.run(self._decoder.decode, source)
+                audio = await self._worker.run(self._decoder.decode, source)
         except ServeError as e:
             decode_failures().inc(tags={"type": e.type})
             raise
+        self._load.audio(audio.duration_s)
+        return audio
+
+    def stats(self) -> dict[str, Any]:
+        """This replica's load (``serve_app.load``): CPU, audio decoded, busy seconds."""
+        return load_stats(self._load)
 
     def timings(self, since: float = 0.0) -> list[Span]:
         """This replica's ``decode`` spans by request id (``deployments.timing``)."""

@@ -10,10 +10,11 @@ from ray import serve
 
 from serve_app.config import PostprocessArgs
 from serve_app.contracts import PostOptions, TextStage, Transcript
-from serve_app.deployments.common import Worker, replica_info
+from serve_app.deployments.common import Worker, load_stats, replica_info
 from serve_app.deployments.timing import Span, StageTimes
 from serve_app.engines.itn import WetextItn
 from serve_app.engines.punctuation import CtPunctuation
+from serve_app.load import LoadMeter
 
 
 @serve.deployment(name="Postprocess", ray_actor_options={"num_cpus": 0.25})
@@ -26,6 +27,7 @@ class PostprocessDeployment:
         self._itn_default = args.itn
         self._worker = Worker("post")
         self._times = StageTimes()
+        self._load = LoadMeter(1, lambda: self._worker.clock.busy_s)
         warm = ["你好世界" if args.itn_language == "zh" else "hello world"]
         if self._punc:
             self._punc.process(warm)
@@ -41,9 +43,13 @@ class PostprocessDeployment:
 
     async def __call__(self, t: Transcript, o: PostOptions) -> Transcript:
         with self._times.span("post"):
-            if not t.segments:
-                return t
-            return await self._worker.run(self._apply, t, o)
+            out = await self._worker.run(self._apply, t, o) if t.segments else t
+        self._load.audio(t.duration_s)
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """This replica's load (``serve_app.load``): CPU, audio post-processed, busy seconds."""
+        return load_stats(self._load)
 
     def timings(self, since: float = 0.0) -> list[Span]:
         """This replica's ``post`` spans by request id (``deployments.timing``)."""

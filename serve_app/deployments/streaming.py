@@ -33,6 +33,7 @@ from serve_app.deployments.common import logger, pick_device, replica_info
 from serve_app.engines.streaming_asr import StreamingParaformer, StreamingSession
 from serve_app.engines.streaming_vad import StreamingFsmnVad, VadEvent, VadSession
 from serve_app.errors import Overloaded, SessionLost
+from serve_app.load import LoadMeter
 
 VAD_CHUNK_S = 0.2
 
@@ -116,6 +117,7 @@ class StreamingDeployment:
         self._steps = 0
         self._stepped_sessions = 0
         self._busy_s = 0.0
+        self._load = LoadMeter(1, lambda: self._busy_s)
         # Warm up: a second of silence through both models.
         warm = [(self.vad.new_session(), np.zeros(SAMPLE_RATE, np.float32), True)]
         self.vad.step(warm)
@@ -219,6 +221,7 @@ class StreamingDeployment:
                 self._busy_s += time.perf_counter() - t0
             self._steps += 1
             self._stepped_sessions += len(work)
+            self._load.audio(sum(w.samples.size for w in work) / SAMPLE_RATE)
             for w, r in zip(work, results, strict=True):
                 if not w.future.done():
                     w.future.set_result(r)
@@ -244,6 +247,7 @@ class StreamingDeployment:
             "stepped_sessions": self._stepped_sessions,
             "mean_step_sessions": self._stepped_sessions / self._steps if self._steps else 0.0,
             "busy_s": self._busy_s,
+            "load": self._load.figures(),
         }
 
     def record_autoscaling_stats(self) -> dict[str, float]:

@@ -10,9 +10,10 @@ from ray import serve
 
 from serve_app.config import VadArgs
 from serve_app.contracts import DecodedAudio, Segmentation
-from serve_app.deployments.common import WARMUP_AUDIO, EnginePool, replica_info
+from serve_app.deployments.common import WARMUP_AUDIO, EnginePool, load_stats, replica_info
 from serve_app.deployments.timing import Span, StageTimes
 from serve_app.engines.vad import FsmnVad
+from serve_app.load import LoadMeter
 
 
 @serve.deployment(name="VAD", ray_actor_options={"num_cpus": 0.25})
@@ -32,10 +33,13 @@ class VadDeployment:
         self._pool = EnginePool("vad", engines)
         self._window_s = args.segmentation_window_s
         self._times = StageTimes()
+        self._load = LoadMeter(self._pool.size, lambda: self._pool.clock.busy_s)
 
     async def __call__(self, audio: DecodedAudio) -> Segmentation:
         with self._times.span("vad"):
-            return await self._pool.run(lambda vad: vad.segmentation(audio))
+            seg = await self._pool.run(lambda vad: vad.segmentation(audio))
+        self._load.audio(audio.duration_s)
+        return seg
 
     async def stream(self, audio: DecodedAudio) -> AsyncIterator[Segmentation]:
         """The segmentation window by window (``VadArgs.segmentation_window_s``), each as soon as it is cut:
@@ -46,6 +50,11 @@ class VadDeployment:
                 windows = vad.windows(audio, self._window_s)
                 while (seg := await self._pool.call(vad, lambda _: next(windows, None))) is not None:
                     yield seg
+        self._load.audio(audio.duration_s)
+
+    def stats(self) -> dict[str, Any]:
+        """This replica's load (``serve_app.load``): CPU, audio segmented, busy seconds."""
+        return load_stats(self._load)
 
     def timings(self, since: float = 0.0) -> list[Span]:
         """This replica's ``vad`` spans by request id (``deployments.timing``)."""

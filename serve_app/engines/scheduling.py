@@ -119,11 +119,14 @@ class LoopClock:
     """Where the batch loops' time goes: seconds summed over loops in each phase, read at any
     moment (a phase still open counts up to now). A loop ``enter``s a phase when it starts
     doing something else; the first ``enter`` starts its clock. Cheap: one ``clock()`` call
-    and a dict update per switch."""
+    and a dict update per switch. ``totals()`` counts from the last ``reset()``, ``lifetime()``
+    from the start (what a windowed reader such as ``serve_app.load.LoadMeter`` needs)."""
 
     def __init__(self, phases: Sequence[str], clock: Callable[[], float]) -> None:
         self._clock = clock
         self._totals = dict.fromkeys(phases, 0.0)
+        self._base = dict.fromkeys(phases, 0.0)
+        """``lifetime()`` at the last ``reset()``."""
         self._open: dict[Hashable, tuple[str, float]] = {}
         """Each loop's current phase and when it entered it."""
 
@@ -135,16 +138,19 @@ class LoopClock:
             raise KeyError(f"unknown phase {phase!r}; phases are {list(self._totals)}")
         self._open[loop] = (phase, now)
 
-    def totals(self) -> dict[str, float]:
-        """Seconds per phase so far, summed over loops, the open phases up to now included."""
+    def lifetime(self) -> dict[str, float]:
+        """Seconds per phase since the start, summed over loops, the open phases up to now
+        included. Never goes back."""
         now = self._clock()
         out = dict(self._totals)
         for phase, since in self._open.values():
             out[phase] += now - since
         return out
 
+    def totals(self) -> dict[str, float]:
+        """Seconds per phase since the last ``reset()`` (the start, if none)."""
+        return {phase: s - self._base[phase] for phase, s in self.lifetime().items()}
+
     def reset(self) -> None:
-        """Start counting again from now (open phases stay open, from now)."""
-        now = self._clock()
-        self._totals = dict.fromkeys(self._totals, 0.0)
-        self._open = {loop: (phase, now) for loop, (phase, _) in self._open.items()}
+        """Start ``totals()`` again from now (open phases stay open, counted from now)."""
+        self._base = self.lifetime()

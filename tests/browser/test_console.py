@@ -136,6 +136,17 @@ def test_batch_of_five_files(browser: Any, local_app: str, say: Any, tmp_path: P
     assert not console_errors(browser), console_errors(browser)
 
 
+def figure(root: Any, name: str) -> Any:
+    """The status page's element showing figure ``name`` under ``root``."""
+    return root.find_element(By.CSS_SELECTOR, f"[data-figure={name}]")
+
+
+def value(node: Any) -> float | None:
+    """A figure's raw value (``data-value``; "" when unknown)."""
+    raw = node.get_attribute("data-value")
+    return None if raw == "" else float(raw)
+
+
 def test_status_page(browser: Any, local_app: str) -> None:
     open_console(browser, local_app, "status")
     wait_for(
@@ -143,21 +154,65 @@ def test_status_page(browser: Any, local_app: str) -> None:
         20,
         lambda: browser.find_element(By.ID, "status").text,
     )
-    # The page shows what /v1/status says: its sections, the served model names and each
-    # stage of the graph with its replicas.
+    # The page shows what /v1/status says. The figures move between the page's fetch and this
+    # one (windows slide, a minute may roll over): stable ones compare exactly, moving ones
+    # within a margin; each shown text is its data-value formatted.
     status = httpx.get(f"{local_app}/v1/status", timeout=30).json()
+    load = status["load"]
     body = browser.find_element(By.ID, "s-body")
-    terms = [dt.text for dt in body.find_elements(By.CSS_SELECTOR, "dl.facts > dt")]
-    assert terms == [k.replace("_", " ") for k in status], (terms, list(status))
-    models = body.find_element(By.CSS_SELECTOR, "dd[data-key=models]").text
-    for name in status["models"]["asr"]["names"]:
-        assert name in models, (name, models)
-    serve_text = body.find_element(By.CSS_SELECTOR, "dd[data-key=serve]").text
-    stages = status["serve"]["deployments"]
-    assert {"ASR", "Decode", "VAD", "Ingress"} <= set(stages), stages
-    for stage in stages:
-        assert stage in serve_text, (stage, serve_text)
+    rows = {
+        r.get_attribute("data-stage"): r for r in body.find_elements(By.CSS_SELECTOR, "#s-stages tbody tr")
+    }
+    assert list(rows) == [s["stage"] for s in load["stages"]], (list(rows), load["stages"])
+    assert {"Ingress", "Decode", "VAD", "ASR", "Postprocess"} <= set(rows), list(rows)
+    for s in load["stages"]:
+        row = rows[s["stage"]]
+        replicas = figure(row, "replicas")
+        assert value(replicas) == s["running"], (s, replicas.text)
+        for state, n in s["replicas"].items():
+            assert f"{state} {n}" in replicas.text, (s, replicas.text)
+        busy = figure(row, "busy_share")
+        if s["busy_share"] is None:
+            assert value(busy) is None and busy.text == "–", (s, busy.text)
+        else:
+            assert value(busy) == pytest.approx(s["busy_share"], abs=0.1), (s, busy.text)
+            assert busy.text == f"{round((value(busy) or 0) * 100)} %", busy.text
+        queued = figure(row, "queued_audio_s")
+        assert (value(queued) is None) == (s["queued_audio_s"] is None), (s, queued.text)
+        if s["queued_audio_s"] is not None:
+            assert value(queued) == pytest.approx(s["queued_audio_s"], abs=5), (s, queued.text)
+        cpu = figure(row, "cpu_per_audio_s")
+        if (shown := value(cpu)) is not None and s["cpu_per_audio_s"] is not None:
+            assert 0.5 <= shown / max(1e-9, s["cpu_per_audio_s"]) <= 2, (s, cpu.text)
+            assert cpu.text == f"{shown:.3f}", cpu.text
+    for stage in ("Decode", "VAD", "ASR", "Postprocess"):  # every offline stage meters its load
+        assert value(figure(rows[stage], "busy_share")) is not None, rows[stage].text
+
+    summary = body.find_element(By.ID, "s-summary")
+    if status["today"] is not None:
+        assert value(figure(summary, "audio_hours")) == pytest.approx(
+            status["today"]["audio_hours"], abs=1e-3
+        )
+    tp = load["throughput"]
+    assert tp is not None and tp["total_audio_s"] > 0, tp  # this module transcribed minutes ago
+    plot = body.find_element(By.ID, "s-plot")
+    bars = [float(b.get_attribute("data-value")) for b in plot.find_elements(By.CSS_SELECTOR, "rect.bar")]
+    assert len(bars) == len(tp["audio_s"]) == 15, (bars, tp)
+    assert sum(bars) == pytest.approx(value(figure(summary, "throughput_total")), abs=0.01), bars
+    if plot.get_attribute("data-start") == tp["start"]:  # the same 15 minutes
+        assert bars[:-1] == tp["audio_s"][:-1], (bars, tp)
+    else:  # a minute rolled over between the two fetches
+        assert bars[1:-1] == tp["audio_s"][:-2], (bars, tp)
+
+    items = body.find_elements(By.CSS_SELECTOR, "#s-findings li")
+    kinds = [li.get_attribute("data-kind") for li in items]
+    assert kinds == ([f["kind"] for f in load["saturated"]] or ["none"]), (kinds, load["saturated"])
+    # Everything else is still there, under "All fields".
+    rest = body.find_element(By.CSS_SELECTOR, "details.all-fields")
+    terms = [dt.get_attribute("textContent") for dt in rest.find_elements(By.CSS_SELECTOR, "dl.facts > dt")]
+    assert terms == [k.replace("_", " ") for k in status if k != "load"], (terms, list(status))
     screenshot(browser, "status", dark=True)
+    assert not console_errors(browser), console_errors(browser)
 
 
 def test_language_switch(browser: Any, local_app: str, beckett_wav: Path) -> None:

@@ -313,6 +313,7 @@ def test_status_says_what_it_can_and_why_not_the_rest(make_client: AppFactory, s
     assert body["queue"]["jobs"] == {"pending_files": 0, "running_files": 0}, body["queue"]
     # No Serve here: those parts are null, with the reason, and the endpoint still answers.
     assert body["serve"] is None and body["queue"]["asr"] is None, body
-    assert set(body["errors"]) == {"serve", "asr"}, body["errors"]
+    assert set(body["errors"]) == {"serve", "asr", "decode", "vad", "postprocess"}, body["errors"]
+    assert body["load"] == {"stages": [], "throughput": None, "saturated": []}, body["load"]
     assert body["auth"] == {"keys_required": True, "label": "alice", "admin": False}, body["auth"]
     assert c.get("/v1/status", headers=bearer(ROOT)).json()["auth"]["admin"] is True
