@@ -113,6 +113,30 @@ def load_stats(meter: Any) -> dict[str, Any]:
     return {**replica_info(), "load": meter.figures()}
 
 
+class MeteredStage:
+    """What every offline stage answers besides its work: ``stats()`` (its ``LoadMeter``'s
+    figures, for the Status page), ``timings()`` (its spans by request id, for the benchmark),
+    ``ready()`` (warmed up in ``__init__``) and ``info()``. A stage sets ``_load`` and
+    ``_times`` in its ``__init__``."""
+
+    _load: Any  # serve_app.load.LoadMeter
+    _times: Any  # serve_app.deployments.timing.StageTimes
+
+    def stats(self) -> dict[str, Any]:
+        """This replica's load (``serve_app.load``): CPU, audio handled, busy seconds."""
+        return load_stats(self._load)
+
+    def timings(self, since: float = 0.0) -> list[Any]:
+        """This replica's spans by request id (``deployments.timing``) that ended since ``since``."""
+        return list(self._times.since(since))
+
+    def ready(self) -> bool:
+        return True
+
+    def info(self) -> dict[str, Any]:
+        return replica_info()
+
+
 def replica_info() -> dict[str, Any]:
     """Which replica and process answered: operators and the fault tests read it."""
     from ray import serve

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from typing import Any
 
 from ray import serve
 
 from serve_app.config import LimitsArgs
 from serve_app.contracts import AudioSource, DecodedAudio
-from serve_app.deployments.common import WARMUP_AUDIO, Worker, load_stats, logger, replica_info
-from serve_app.deployments.timing import Span, StageTimes
+from serve_app.deployments.common import WARMUP_AUDIO, MeteredStage, Worker, logger
+from serve_app.deployments.timing import StageTimes
 from serve_app.engines.decode import FfmpegDecoder
 from serve_app.engines.wav import encode_wav
 from serve_app.errors import ServeError
@@ -29,7 +28,7 @@ KILL_AFTER_S = 1.0
 
 
 @serve.deployment(name="Decode", ray_actor_options={"num_cpus": 0.25})
-class DecodeDeployment:
+class DecodeDeployment(MeteredStage):
     def __init__(self, limits: LimitsArgs) -> None:
         self._decoder = FfmpegDecoder(max_audio_s=limits.max_request_audio_s)
         # One ffmpeg at a time per replica (each uses `threads` cores); more decoding
@@ -62,17 +61,3 @@ class DecodeDeployment:
             raise
         self._load.audio(audio.duration_s)
         return audio
-
-    def stats(self) -> dict[str, Any]:
-        """This replica's load (``serve_app.load``): CPU, audio decoded, busy seconds."""
-        return load_stats(self._load)
-
-    def timings(self, since: float = 0.0) -> list[Span]:
-        """This replica's ``decode`` spans by request id (``deployments.timing``)."""
-        return self._times.since(since)
-
-    def ready(self) -> bool:
-        return True
-
-    def info(self) -> dict[str, Any]:
-        return replica_info()

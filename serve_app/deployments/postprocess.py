@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from ray import serve
 
 from serve_app.config import PostprocessArgs
 from serve_app.contracts import PostOptions, TextStage, Transcript
-from serve_app.deployments.common import Worker, load_stats, replica_info
-from serve_app.deployments.timing import Span, StageTimes
+from serve_app.deployments.common import MeteredStage, Worker
+from serve_app.deployments.timing import StageTimes
 from serve_app.engines.itn import WetextItn
 from serve_app.engines.punctuation import CtPunctuation
 from serve_app.load import LoadMeter
 
 
 @serve.deployment(name="Postprocess", ray_actor_options={"num_cpus": 0.25})
-class PostprocessDeployment:
+class PostprocessDeployment(MeteredStage):
     def __init__(self, args: PostprocessArgs, punc_model_dir: str | None) -> None:
         self._punc: TextStage | None = (
             CtPunctuation(Path(punc_model_dir), threads=args.threads) if punc_model_dir else None
@@ -46,17 +45,3 @@ class PostprocessDeployment:
             out = await self._worker.run(self._apply, t, o) if t.segments else t
         self._load.audio(t.duration_s)
         return out
-
-    def stats(self) -> dict[str, Any]:
-        """This replica's load (``serve_app.load``): CPU, audio post-processed, busy seconds."""
-        return load_stats(self._load)
-
-    def timings(self, since: float = 0.0) -> list[Span]:
-        """This replica's ``post`` spans by request id (``deployments.timing``)."""
-        return self._times.since(since)
-
-    def ready(self) -> bool:
-        return True
-
-    def info(self) -> dict[str, Any]:
-        return replica_info()

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from ray import serve
 
 from serve_app.config import VadArgs
 from serve_app.contracts import DecodedAudio, Segmentation
-from serve_app.deployments.common import WARMUP_AUDIO, EnginePool, load_stats, replica_info
-from serve_app.deployments.timing import Span, StageTimes
+from serve_app.deployments.common import WARMUP_AUDIO, EnginePool, MeteredStage
+from serve_app.deployments.timing import StageTimes
 from serve_app.engines.vad import FsmnVad
 from serve_app.load import LoadMeter
 
 
 @serve.deployment(name="VAD", ray_actor_options={"num_cpus": 0.25})
-class VadDeployment:
+class VadDeployment(MeteredStage):
     def __init__(self, args: VadArgs, model_dir: str) -> None:
         engines = [
             FsmnVad(
@@ -51,17 +50,3 @@ class VadDeployment:
                 while (seg := await self._pool.call(vad, lambda _: next(windows, None))) is not None:
                     yield seg
         self._load.audio(audio.duration_s)
-
-    def stats(self) -> dict[str, Any]:
-        """This replica's load (``serve_app.load``): CPU, audio segmented, busy seconds."""
-        return load_stats(self._load)
-
-    def timings(self, since: float = 0.0) -> list[Span]:
-        """This replica's ``vad`` spans by request id (``deployments.timing``)."""
-        return self._times.since(since)
-
-    def ready(self) -> bool:
-        return True
-
-    def info(self) -> dict[str, Any]:
-        return replica_info()

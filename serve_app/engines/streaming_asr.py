@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,14 @@ import torch
 from serve_app.contracts import SAMPLE_RATE
 from serve_app.engines.funasr_loader import load_automodel
 from serve_app.engines.padded_batch import attend, cat_valid, lengths_mask, pad_frames, stack_right
-from serve_app.engines.streaming_state import ChunkTrace, StreamingSession, StreamingStep, empty_samples
+from serve_app.engines.streaming_state import (
+    ChunkTrace,
+    ChunkWork,
+    StreamingSession,
+    StreamingStep,
+    empty_samples,
+    join_text,
+)
 
 __all__ = ["ChunkTrace", "StreamingParaformer", "StreamingSession", "StreamingStep"]
 
@@ -49,24 +55,6 @@ LFR_FRAME_SAMPLES = SAMPLE_RATE * 60 // 1000
 
 TAIL_SAMPLES = 960
 """FunASR encodes a final piece shorter than this from the carried-over frames alone."""
-
-
-@dataclass
-class _Work:
-    """One model chunk of one session in a forward pass."""
-
-    session: StreamingSession
-    samples: np.ndarray
-    is_final: bool
-    x: torch.Tensor | None = None  # encoder input frames (overlap + chunk)
-
-
-def _join(a: str, b: str) -> str:
-    """Concatenate texts of consecutive steps, with a space only between two Latin words."""
-    a, b = a.rstrip(), b.strip()
-    if a and b and a[-1].isascii() and a[-1].isalnum() and b[0].isascii() and b[0].isalnum():
-        return f"{a} {b}"
-    return a + b
 
 
 class StreamingParaformer:
@@ -164,7 +152,9 @@ class StreamingParaformer:
                 torch.set_num_threads(self.threads)
             for r in range(max((len(p) for p in plans), default=0)):
                 idx = [i for i, p in enumerate(plans) if r < len(p)]
-                work = [_Work(sessions[i], plans[i][r], items[i][2] and r == len(plans[i]) - 1) for i in idx]
+                work = [
+                    ChunkWork(sessions[i], plans[i][r], items[i][2] and r == len(plans[i]) - 1) for i in idx
+                ]
                 for i, (toks, tr) in zip(idx, self._forward(work, trace), strict=True):
                     tokens[i] += toks
                     if tr is not None:
@@ -175,7 +165,7 @@ class StreamingParaformer:
         results = []
         for i, (session, _, is_final) in enumerate(items):
             text = str(sentence_postprocess(tokens[i])[0]).strip() if tokens[i] else ""
-            utterance = _join(session.text, text)
+            utterance = join_text(session.text, text)
             if is_final:
                 session.reset()
             else:
@@ -185,7 +175,7 @@ class StreamingParaformer:
 
     # -- one batched forward pass -------------------------------------------------------------
 
-    def _forward(self, work: list[_Work], trace: bool) -> list[tuple[list[str], ChunkTrace | None]]:
+    def _forward(self, work: list[ChunkWork], trace: bool) -> list[tuple[list[str], ChunkTrace | None]]:
         live = [w for w in work if self._encoder_input(w)]
         out: dict[int, tuple[list[str], ChunkTrace | None]] = {id(w): ([], None) for w in work}
         if live:
@@ -205,7 +195,7 @@ class StreamingParaformer:
                 out[id(w)] = (toks, tr)
         return [out[id(w)] for w in work]
 
-    def _encoder_input(self, w: _Work) -> bool:
+    def _encoder_input(self, w: ChunkWork) -> bool:
         """Frontend for one chunk of one session (FunASR's frontend has batch size 1): sets
         ``w.x`` to the encoder input (overlap frames + the chunk's frames, scaled and position
         encoded) and updates the session's carry-over. False when there is nothing to encode."""
@@ -249,7 +239,7 @@ class StreamingParaformer:
         w.x = x
         return True
 
-    def _encode(self, live: list[_Work]) -> tuple[torch.Tensor, list[int]]:
+    def _encode(self, live: list[ChunkWork]) -> tuple[torch.Tensor, list[int]]:
         """SANMEncoderChunkOpt.forward_chunk for a batch: (B, T_max, d) and each T_i."""
         _, chunk, right = self.chunk_size
         look_back = self.encoder_chunk_look_back
@@ -320,7 +310,7 @@ class StreamingParaformer:
         return alphas
 
     def _cif(
-        self, live: list[_Work], enc: torch.Tensor, alphas: torch.Tensor, lens: list[int]
+        self, live: list[ChunkWork], enc: torch.Tensor, alphas: torch.Tensor, lens: list[int]
     ) -> list[torch.Tensor]:
         """Continuous integrate-and-fire over each session's carried-over frame + its chunk (+ the
         tail weight when final), vectorised over the batch with FunASR's float32 arithmetic.
@@ -364,7 +354,7 @@ class StreamingParaformer:
         return embeds
 
     def _decode(
-        self, live: list[_Work], enc: torch.Tensor, lens: list[int], embeds: list[torch.Tensor]
+        self, live: list[ChunkWork], enc: torch.Tensor, lens: list[int], embeds: list[torch.Tensor]
     ) -> list[torch.Tensor | None]:
         """ParaformerSANMDecoder.forward_chunk for the sessions whose chunk fired a token (FunASR
         skips the decoder, and leaves its caches alone, for a chunk without one). Returns each

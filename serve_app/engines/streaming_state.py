@@ -87,3 +87,21 @@ class StreamingSession:
         self.cif_hidden = self.cif_alpha = None
         self.dec_fsmn, self.dec_k, self.dec_v = [], [], []
         self.text = ""
+
+
+def join_text(a: str, b: str) -> str:
+    """Concatenate texts of consecutive steps, with a space only between two Latin words."""
+    a, b = a.rstrip(), b.strip()
+    if a and b and a[-1].isascii() and a[-1].isalnum() and b[0].isascii() and b[0].isalnum():
+        return f"{a} {b}"
+    return a + b
+
+
+@dataclass
+class ChunkWork:
+    """One model chunk of one session in a forward pass."""
+
+    session: StreamingSession
+    samples: np.ndarray
+    is_final: bool
+    x: torch.Tensor | None = None  # encoder input frames (overlap + chunk)

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +42,7 @@ from serve_app.contracts import (
 from serve_app.errors import InternalError, PayloadTooLarge, ServeError, TooFast
 from serve_app.pipeline import Pipeline, as_serve_error
 from serve_app.realtime.audio import AudioBuffer, Budget, Unmetered
+from serve_app.realtime.events import Emit, Failed, Final, Partial, SpeechStarted, SpeechStopped
 
 logger = logging.getLogger("ray.serve")
 
@@ -69,44 +70,6 @@ class SessionOptions:
             else PostOptions(punctuation=self.punctuation, itn=self.itn),
             priority=Priority.INTERACTIVE,
         )
-
-
-@dataclass(frozen=True)
-class Partial:
-    text: str
-    """New text only: the client appends it to the utterance's partial text."""
-    utterance: int
-
-
-@dataclass(frozen=True)
-class SpeechStarted:
-    time_s: float
-    utterance: int
-
-
-@dataclass(frozen=True)
-class SpeechStopped:
-    time_s: float
-    utterance: int
-
-
-@dataclass(frozen=True)
-class Final:
-    transcript: Transcript
-    start_s: float
-    end_s: float
-    utterance: int
-    last: bool = False
-    """The final answer to ``finish()``: nothing follows it."""
-
-
-@dataclass(frozen=True)
-class Failed:
-    error: ServeError
-
-
-Event = Partial | SpeechStarted | SpeechStopped | Final | Failed
-Emit = Callable[[Event], Awaitable[None]]
 
 
 class RealtimeSession:

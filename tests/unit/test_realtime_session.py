@@ -24,14 +24,8 @@ from serve_app.contracts import (
     TranscriptSegment,
     Word,
 )
-from serve_app.realtime.session import (
-    Event,
-    Final,
-    RealtimeSession,
-    SessionOptions,
-    SpeechStarted,
-    SpeechStopped,
-)
+from serve_app.realtime.events import Event, Final, SpeechStarted, SpeechStopped
+from serve_app.realtime.session import RealtimeSession, SessionOptions
 
 
 class ScriptedStreaming:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from serve_app.engines import padded_batch, streaming_asr
+from serve_app.engines import padded_batch, streaming_asr, streaming_state
 from serve_app.engines.streaming_asr import ChunkTrace, StreamingParaformer, StreamingSession
 from tools.audio import speak
 
@@ -257,7 +257,7 @@ def test_state_is_bounded_and_final_resets(engine: StreamingParaformer) -> None:
     final = engine.feed(session, np.zeros(0, dtype=np.float32), is_final=True)
     expected = ""
     for text in [*texts, final.text]:
-        expected = streaming_asr._join(expected, text)
+        expected = streaming_state.join_text(expected, text)
     assert final.is_final and final.utterance_text == expected and expected
     assert session.text == "" and session.overlap is None and not session.enc_k and session.position == 0
 

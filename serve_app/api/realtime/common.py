@@ -37,7 +37,8 @@ from serve_app.errors import (
 )
 from serve_app.realtime.audio import Budget
 from serve_app.realtime.capacity import TRIM_AFTER_BYTES, SocketSlot, trim_heap
-from serve_app.realtime.session import Emit, RealtimeSession, SessionOptions
+from serve_app.realtime.events import Emit
+from serve_app.realtime.session import RealtimeSession, SessionOptions
 
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_CODES: dict[type[ServeError], int] = {

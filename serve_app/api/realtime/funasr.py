@@ -31,7 +31,8 @@ from serve_app.api.protocol import FunasrConfig
 from serve_app.api.realtime.common import Connection, ProtocolError, close_code, serve_socket
 from serve_app.errors import ServeError
 from serve_app.realtime.audio import Pcm16Stream
-from serve_app.realtime.session import Event, Failed, Final, Partial, RealtimeSession, SessionOptions
+from serve_app.realtime.events import Event, Failed, Final, Partial
+from serve_app.realtime.session import RealtimeSession, SessionOptions
 
 router = APIRouter(tags=["realtime"])
 

@@ -41,16 +41,8 @@ from serve_app.api.realtime.events import (
 )
 from serve_app.errors import ServeError
 from serve_app.realtime.audio import Pcm16Stream
-from serve_app.realtime.session import (
-    Event,
-    Failed,
-    Final,
-    Partial,
-    RealtimeSession,
-    SessionOptions,
-    SpeechStarted,
-    SpeechStopped,
-)
+from serve_app.realtime.events import Event, Failed, Final, Partial, SpeechStarted, SpeechStopped
+from serve_app.realtime.session import RealtimeSession, SessionOptions
 
 router = APIRouter(tags=["realtime"])
 
